@@ -1,0 +1,47 @@
+"""asymalign: exact, fast, checkable numbers for the asymptotics of LM alignment.
+
+Implements Yang, Salamatian, Sun, Suresh and Beirami, "Asymptotics of Language
+Model Alignment" (ISIT 2024) and the mathematics stated in THEORY.md: exact
+KL-constrained RL (exponential tilts), information measures, large deviations
+of the reward, the exact law of best-of-N for astronomically large N, and a
+Monte-Carlo best-of-N simulator. Every function is pure JAX; float64 is the
+reference precision (``jax.config.update("jax_enable_x64", True)``).
+"""
+
+from importlib.metadata import PackageNotFoundError as _PNF
+from importlib.metadata import version as _version
+
+from .information import (
+    cross_entropy,
+    entropy,
+    kl,
+    renyi_cross_entropy,
+    renyi_divergence,
+    renyi_entropy,
+)
+from .large_deviations import (
+    cgf_via_renyi_cross_entropy,
+    cgf_via_renyi_divergence,
+    rate_function,
+    reward_distribution,
+    scaled_cgf,
+    scaled_cumulants,
+)
+from .tilting import (
+    KLRLResult,
+    kl_regularized,
+    kl_rl,
+    log_partition,
+    log_tilt,
+    max_kl,
+    solve_lambda,
+    tilt,
+    tilt_kl,
+    tilt_reward,
+    tilt_variance,
+)
+
+try:
+    __version__ = _version("asymalign")
+except _PNF:  # running from a source tree without installation
+    __version__ = "0+unknown"

@@ -1,0 +1,181 @@
+r"""Information measures on a finite alphabet (THEORY.md §2 and §5).
+
+All functions reduce over the last axis and broadcast leading axes. Zeros are
+handled by the usual conventions: ``0 log 0 = 0`` and ``0 log(0/0) = 0``; a
+quantity whose support condition fails is ``+inf`` (e.g. ``KL(q||p)`` with
+``q(x) > 0 = p(x)``). ``alpha`` may be any real ``>= 0`` including ``inf``;
+``alpha = 1`` gives the Shannon limit exactly.
+
+Rényi cross-entropy follows Thierrin, Alajaji and Linder (Entropy 2022):
+
+.. math:: H_α(q; s) = \frac{1}{1-α} \log \sum_x q(x) s(x)^{α-1}.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from . import _numerics as nx
+from ._validate import check_nonneg, check_prob
+
+__all__ = [
+    "kl",
+    "cross_entropy",
+    "entropy",
+    "renyi_divergence",
+    "renyi_entropy",
+    "renyi_cross_entropy",
+]
+
+
+def _pair(q, p, qn, pn):
+    check_prob(q, qn)
+    check_prob(p, pn)
+    if jnp.shape(q)[-1:] != jnp.shape(p)[-1:]:
+        raise ValueError(
+            f"{qn} and {pn} must have the same alphabet size (last axis), got "
+            f"{jnp.shape(q)[-1]} and {jnp.shape(p)[-1]}"
+        )
+    dt = nx.float_dtype(q, p)
+    return jnp.asarray(q, dt), jnp.asarray(p, dt)
+
+
+def _alpha(alpha, dt):
+    check_nonneg(alpha, "alpha")
+    return jnp.asarray(alpha, dt)
+
+
+# ---------------------------------------------------------------------------
+# private kernels (no validation; alpha may be any real, used by §5 identities)
+# ---------------------------------------------------------------------------
+
+
+def _kl(q, p):
+    logq, logp = nx.masked_log(q), nx.masked_log(p)
+    bad = jnp.any((q > 0) & (p <= 0), axis=-1)
+    val = jnp.sum(nx.xlogy_masked(q, logq - jnp.where(p > 0, logp, 0.0)), axis=-1)
+    return jnp.where(bad, jnp.inf, val)
+
+
+def _cross_entropy(q, s):
+    logs = nx.masked_log(s)
+    bad = jnp.any((q > 0) & (s <= 0), axis=-1)
+    val = -jnp.sum(nx.xlogy_masked(q, jnp.where(s > 0, logs, 0.0)), axis=-1)
+    return jnp.where(bad, jnp.inf, val)
+
+
+def _renyi_cross_entropy(q, s, alpha):
+    """``H_α(q; s)`` for any real ``α`` (``±inf`` and ``1`` as limits)."""
+    a_last = alpha
+    alpha = alpha[..., None]
+    logq, logs = nx.masked_log(q), nx.masked_log(s)
+    on_q = q > 0
+    # Generic α: log Σ_{q>0} q s^{α-1}; s = 0 contributes +inf (α<1) or 0 (α>1).
+    e = alpha - 1.0
+    e_safe = jnp.where(e == 0, 1.0, e)
+    term = jnp.where(s > 0, e_safe * jnp.where(s > 0, logs, 0.0), jnp.where(e_safe < 0, jnp.inf, -jnp.inf))
+    lse = logsumexp(jnp.where(on_q, logq + term, -jnp.inf), axis=-1)
+    one_m = 1.0 - a_last
+    generic = lse / jnp.where(one_m == 0, 1.0, one_m)
+    shannon = _cross_entropy(q, s)
+    # α = +inf: -log max_{q>0} s;  α = -inf: -log min_{q>0} s.
+    smax = jnp.max(jnp.where(on_q, s, -jnp.inf), axis=-1)
+    smin = jnp.min(jnp.where(on_q, s, jnp.inf), axis=-1)
+    at_inf = -nx.masked_log(smax)
+    at_minf = -nx.masked_log(smin)
+    out = jnp.where(a_last == 1, shannon, generic)
+    out = jnp.where(jnp.isposinf(a_last), at_inf, out)
+    return jnp.where(jnp.isneginf(a_last), at_minf, out)
+
+
+def _renyi_divergence(q, p, alpha):
+    """``D_α(q||p) = log Σ q^α p^{1-α} / (α - 1)`` for any real ``α``."""
+    a_last = alpha
+    alpha = alpha[..., None]
+    logq, logp = nx.masked_log(q), nx.masked_log(p)
+    both = (q > 0) & (p > 0)
+    only_q = (q > 0) & (p <= 0)
+    # On q>0, p=0: q^α p^{1-α} is +inf for α > 1 and 0 for α < 1.
+    t = jnp.where(both, alpha * jnp.where(both, logq, 0.0) + (1.0 - alpha) * jnp.where(both, logp, 0.0), -jnp.inf)
+    t = jnp.where(only_q & (alpha > 1), jnp.inf, t)
+    lse = logsumexp(t, axis=-1)
+    am1 = a_last - 1.0
+    generic = lse / jnp.where(am1 == 0, 1.0, am1)
+    # α = 0: -log p(supp q);  α = inf: log max q/p.
+    ratio = jnp.where(both, jnp.where(both, logq, 0.0) - jnp.where(both, logp, 0.0), -jnp.inf)
+    ratio = jnp.where(only_q, jnp.inf, ratio)
+    at_inf = jnp.max(ratio, axis=-1)
+    out = jnp.where(a_last == 1, _kl(q, p), generic)
+    return jnp.where(jnp.isposinf(a_last), at_inf, out)
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+
+def kl(q, p):
+    r"""Kullback–Leibler divergence ``KL(q || p) = Σ q log(q/p)``.
+
+    ``+inf`` when some ``q(x) > 0 = p(x)``; ``0 log 0 = 0``.
+
+    >>> import asymalign as aa
+    >>> float(aa.kl([0.5, 0.5], [0.5, 0.5]))
+    0.0
+    """
+    return _kl(*_pair(q, p, "q", "p"))
+
+
+def cross_entropy(q, s):
+    r"""Shannon cross-entropy ``H(q; s) = -Σ q log s`` (the ``α -> 1`` limit of
+    :func:`renyi_cross_entropy`). ``+inf`` when some ``q(x) > 0 = s(x)``."""
+    return _cross_entropy(*_pair(q, s, "q", "s"))
+
+
+def entropy(p):
+    r"""Shannon entropy ``H(p) = -Σ p log p`` (``0 log 0 = 0``)."""
+    check_prob(p, "p")
+    p = jnp.asarray(p, nx.float_dtype(p))
+    return _cross_entropy(p, p)
+
+
+def renyi_divergence(q, p, alpha):
+    r"""Rényi divergence of order ``α >= 0`` (THEORY.md §2).
+
+    .. math:: D_α(q\|p) = \frac{1}{α-1} \log \sum_x q(x)^α p(x)^{1-α}
+
+    Limits: ``α = 1`` is ``KL(q||p)``; ``α = inf`` is ``log max_x q(x)/p(x)``;
+    ``α = 0`` is ``-log p(supp q)``. ``+inf`` when ``α >= 1`` and ``q`` is not
+    absolutely continuous w.r.t. ``p``. For a tilt,
+    ``D_α(φ_μ || p) = (Λ(αμ) - α Λ(μ)) / (α - 1)``.
+    """
+    q, p = _pair(q, p, "q", "p")
+    return _renyi_divergence(q, p, _alpha(alpha, q.dtype))
+
+
+def renyi_entropy(p, alpha):
+    r"""Rényi entropy ``H_α(p) = log(Σ p^α) / (1 - α)`` for ``α >= 0``.
+
+    ``α = 0``: ``log |supp p|``; ``α = 1``: Shannon entropy; ``α = inf``:
+    ``-log max p``. Equals ``renyi_cross_entropy(p, p, α)``.
+    """
+    check_prob(p, "p")
+    p = jnp.asarray(p, nx.float_dtype(p))
+    return _renyi_cross_entropy(p, p, _alpha(alpha, p.dtype))
+
+
+def renyi_cross_entropy(q, s, alpha):
+    r"""Rényi cross-entropy of ``q`` relative to ``s`` (THEORY.md §5).
+
+    .. math:: H_α(q; s) = \frac{1}{1-α} \log \sum_x q(x)\, s(x)^{α-1},
+              \qquad α \ge 0,\ α \ne 1,
+
+    after Thierrin, Alajaji and Linder (Entropy 2022). ``α = 1`` gives the
+    Shannon cross-entropy ``-Σ q log s``; ``α = inf`` gives
+    ``-log max_{q>0} s``. ``+inf`` when ``α <= 1`` and some ``q(x) > 0 = s(x)``,
+    or when ``s`` vanishes on all of ``supp q``. With ``q_r = e^r / C`` the
+    reward's own distribution, ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)``.
+    """
+    q, s = _pair(q, s, "q", "s")
+    return _renyi_cross_entropy(q, s, _alpha(alpha, q.dtype))
