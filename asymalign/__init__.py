@@ -11,6 +11,18 @@ reference precision (``jax.config.update("jax_enable_x64", True)``).
 from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
+from .best_of_n import (
+    BoNvsKLRL,
+    bon_kl,
+    bon_kl_bound,
+    bon_level_law,
+    bon_reward,
+    bon_vs_klrl,
+    bon_win_rate,
+    level_kl,
+    tilted_level_law,
+    worst_of_n_level_law,
+)
 from .information import (
     cross_entropy,
     entropy,
@@ -26,6 +38,14 @@ from .large_deviations import (
     reward_distribution,
     scaled_cgf,
     scaled_cumulants,
+)
+from .sequence_laws import (
+    RewardLaw,
+    check_law,
+    law_from_lattice,
+    law_from_types,
+    pushforward,
+    reward_law,
 )
 from .tilting import (
     KLRLResult,

@@ -154,6 +154,16 @@ def _solve_lambda_jvp(primals, tangents):
     return lam, jnp.where(finite & (denom > 0), dlam, 0.0)
 
 
+@jax.jit
+def _solve_lambda_b(p, r, delta):
+    """Broadcasting, jitted entry to :func:`_solve_lambda`."""
+    batch = jnp.broadcast_shapes(p.shape[:-1], r.shape[:-1], delta.shape)
+    p = jnp.broadcast_to(p, batch + p.shape[-1:])
+    r = jnp.broadcast_to(r, batch + r.shape[-1:])
+    delta = jnp.broadcast_to(delta, batch)
+    return _solve_lambda(p, r, delta)
+
+
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
@@ -275,12 +285,7 @@ def solve_lambda(p, r, delta):
     """
     check_model(p, r)
     check_nonneg(delta, "delta")
-    p, r, delta = _prep(p, r, delta)
-    batch = jnp.broadcast_shapes(p.shape[:-1], r.shape[:-1], delta.shape)
-    p = jnp.broadcast_to(p, batch + p.shape[-1:])
-    r = jnp.broadcast_to(r, batch + r.shape[-1:])
-    delta = jnp.broadcast_to(delta, batch)
-    return _solve_lambda(p, r, delta)
+    return _solve_lambda_b(*_prep(p, r, delta))
 
 
 class KLRLResult(NamedTuple):

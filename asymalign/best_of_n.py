@@ -1,0 +1,324 @@
+r"""Exact best-of-N and worst-of-N for astronomically large N (THEORY.md §6).
+
+Everything takes ``log N`` (``0 <= log N``, up to ``1e6`` and beyond) and a
+:class:`~asymalign.RewardLaw` ``P_n`` over sorted levels ``s`` with
+``F(s) = P(r_n <= s)``, ``F(s-) = P(r_n < s)``, ``S(s) = 1 - F(s)``:
+
+.. math::
+
+    B_N(s) = F(s)^N - F(s-)^N, \qquad
+    W_N(s) = (1 - F(s-))^N - (1 - F(s))^N .
+
+Numerics (THEORY.md §6, "Numerics of best-of-N"): ``log S`` is accumulated
+from the top level down (reversed log-cumulative-sum) and ``log F`` from the
+bottom up, each used where it is accurate; ``N log F(s) = -exp(log N +
+log(-log F(s)))`` with ``-log F = -log1p(-S)`` in the upper tail; and
+``B_N(s) = e^{A(s)} (1 - e^{-N D(s)})`` with ``D(s) = log F(s) - log F(s-) =
+log1p(P(s)/F(s-))`` computed directly, never as a difference of two huge
+numbers. Accumulating ``F`` from the bottom alone loses the upper tail once
+``S < 1e-16``, exactly where best-of-N lives.
+
+All functions are pure, jittable and vmap-able (over stacked laws and over
+``log_n``). Equal levels in a law (as produced by
+:func:`~asymalign.law_from_types`) are treated as one level.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from . import _numerics as nx
+from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
+from .sequence_laws import RewardLaw, check_law, reward_law
+from .tilting import _moments, _prep, _solve_lambda_b
+
+__all__ = [
+    "bon_level_law",
+    "worst_of_n_level_law",
+    "tilted_level_law",
+    "level_kl",
+    "bon_reward",
+    "bon_kl",
+    "bon_win_rate",
+    "bon_kl_bound",
+    "BoNvsKLRL",
+    "bon_vs_klrl",
+]
+
+_LOG_HALF = -0.6931471805599453
+
+
+def _cum_logsumexp(x, reverse=False):
+    return jax.lax.cumlogsumexp(x, axis=0, reverse=reverse)
+
+
+def _log_softplus(z):
+    """``log(log1p(e^z))`` without underflow for very negative ``z``."""
+    small = z < -30.0
+    zs = jnp.where(small, 0.0, z)
+    return jnp.where(small, z, jnp.log(jax.nn.softplus(zs)))
+
+
+def _log_neg_log1m(log_s):
+    """``log(-log(1 - S))`` from ``log S`` (for ``S <= 1/2``)."""
+    small = log_s < -30.0
+    ls = jnp.where(small, -1.0, log_s)
+    return jnp.where(small, log_s, jnp.log(-jnp.log1p(-jnp.exp(ls))))
+
+
+class _Tails(NamedTuple):
+    log_f: jax.Array  # log F(s)
+    log_f_prev: jax.Array  # log F(s-)
+    log_s: jax.Array  # log S(s) = log P(r_n > s)
+    log_pg: jax.Array  # log P(r_n = s) (whole tie group)
+    log_neg_log_f: jax.Array  # log(-log F(s))
+
+
+def _tails(levels, log_prob) -> _Tails:
+    """Per-entry CDF pieces of a (single, 1-D) law, tie groups merged."""
+    L = levels.shape[-1]
+    ninf = jnp.full((1,), -jnp.inf, log_prob.dtype)
+    lc = _cum_logsumexp(log_prob)  # log P(idx <= i)
+    lr = _cum_logsumexp(log_prob, reverse=True)  # log P(idx >= i)
+    lc_ext = jnp.concatenate([ninf, lc])  # lc_ext[i] = log P(idx < i)
+    lr_ext = jnp.concatenate([lr, ninf])  # lr_ext[i] = log P(idx >= i)
+    end = jnp.searchsorted(levels, levels, side="right")  # one past group end
+    start = jnp.searchsorted(levels, levels, side="left")
+    log_f = lc_ext[end]
+    log_f_prev = lc_ext[start]
+    log_s = lr_ext[end]
+    log_s_prev = lr_ext[start]
+    upper = log_s < _LOG_HALF
+    # Group probability, from whichever side keeps relative accuracy.
+    g_up = log_s_prev + nx.log1mexp(jnp.minimum(log_s - log_s_prev, 0.0))
+    g_lo = log_f + nx.log1mexp(jnp.minimum(log_f_prev - log_f, 0.0))
+    log_pg = jnp.where(end - start == 1, log_prob, jnp.where(upper, g_up, g_lo))
+    lf_safe = jnp.where(upper, -1.0, jnp.minimum(log_f, -1e-300))
+    lnlf = jnp.where(upper, _log_neg_log1m(jnp.where(upper, log_s, -1.0)), jnp.log(-lf_safe))
+    # The top group has F = 1 exactly: -log F = 0.
+    lnlf = jnp.where(end == L, -jnp.inf, lnlf)
+    return _Tails(log_f, log_f_prev, log_s, log_pg, lnlf)
+
+
+def _bon_log_law(levels, log_prob, log_n):
+    t = _tails(levels, log_prob)
+    a = -jnp.exp(log_n + t.log_neg_log_f)  # N log F(s)
+    log_d = _log_softplus(t.log_pg - t.log_f_prev)  # log D(s), D = log F(s) - log F(s-)
+    log_group = a + nx.log1mexp(-jnp.exp(log_n + log_d))
+    share = jnp.where(t.log_pg > -jnp.inf, log_prob - jnp.where(t.log_pg > -jnp.inf, t.log_pg, 0.0), -jnp.inf)
+    return jnp.where(log_prob > -jnp.inf, log_group + share, -jnp.inf)
+
+
+def _law_args(law, log_n, name="law"):
+    if not isinstance(law, RewardLaw):
+        raise ValueError(f"{name} must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
+    check_real(log_n, "log_n")
+    check_nonneg(log_n, "log_n")
+    dt = law.log_prob.dtype
+    return law.levels, law.log_prob, jnp.asarray(log_n, dt)
+
+
+_vec_bon = jax.jit(jnp.vectorize(_bon_log_law, signature="(l),(l),()->(l)"))
+
+
+def bon_level_law(law: RewardLaw, log_n):
+    r"""Log-law of the level chosen by best-of-N: ``log B_N(s)`` over ``law.levels``.
+
+    .. math:: B_N(s) = F(s)^N - F(s-)^N \qquad (\text{THEORY.md §6})
+
+    ``N`` is given by ``log_n = log N >= 0``; ``log_n = 0`` returns the
+    reference law and ``log_n -> inf`` concentrates on the top level. The law
+    of the chosen *sequence* is ``π_N(y) = p^n(y) B_N(s)/P_n(s)``. Batches over
+    stacked laws and over ``log_n`` by broadcasting.
+
+    >>> import asymalign as aa
+    >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 1)
+    >>> aa.bon_level_law(law, jnp.log(2.0)).tolist()  # P(best of 2 = 1) = 3/4
+    [-1.3862943611198906, -0.2876820724517809]
+    """
+    levels, log_prob, log_n = _law_args(law, log_n)
+    return _vec_bon(levels, log_prob, log_n)
+
+
+def worst_of_n_level_law(law: RewardLaw, log_n):
+    r"""Log-law of the level chosen by worst-of-N (the jailbreak direction):
+
+    .. math:: W_N(s) = (1 - F(s-))^N - (1 - F(s))^N \qquad (\text{THEORY.md §6})
+
+    Computed as best-of-N of the mirrored law ``r -> -r``, so it inherits the
+    same log-space accuracy in the lower tail.
+    """
+    levels, log_prob, log_n = _law_args(law, log_n)
+    mirrored = _vec_bon(-levels[..., ::-1], log_prob[..., ::-1], log_n)
+    return mirrored[..., ::-1]
+
+
+def _tilted(levels, log_prob, lam):
+    top = jnp.max(jnp.where(log_prob > -jnp.inf, levels, -jnp.inf))
+    bot = jnp.min(jnp.where(log_prob > -jnp.inf, levels, jnp.inf))
+    c = jnp.where(lam >= 0, top, bot)
+    u = levels - c
+    on = u == 0
+    lu = jnp.where(on, 0.0, lam * jnp.where(on, 1.0, u))
+    z = jnp.where(log_prob > -jnp.inf, log_prob + lu, -jnp.inf)
+    return z - logsumexp(z)
+
+
+_vec_tilted = jax.jit(jnp.vectorize(_tilted, signature="(l),(l),()->(l)"))
+
+
+def tilted_level_law(law: RewardLaw, lam):
+    r"""Log-law of the levels under the tilted product model ``φ_λ^n`` (THEORY.md §6).
+
+    .. math:: \log φ_λ^n(r_n = s) = \log P_n(s) + λ s - n Λ(λ)
+
+    with ``n Λ(λ)`` computed from the law itself (so the result is normalised
+    exactly). ``λ = ±inf`` puts all mass on the top/bottom level.
+    """
+    if not isinstance(law, RewardLaw):
+        raise ValueError(f"law must be a RewardLaw, got {type(law).__name__}")
+    check_real(lam, "lam", allow_inf=True)
+    return _vec_tilted(law.levels, law.log_prob, jnp.asarray(lam, law.log_prob.dtype))
+
+
+def _level_kl(log_q, log_p):
+    q = jnp.exp(log_q)
+    on = log_q > -jnp.inf
+    bad = jnp.any(on & (log_p == -jnp.inf), axis=-1)
+    diff = jnp.where(on & (log_p > -jnp.inf), log_q - jnp.where(log_p > -jnp.inf, log_p, 0.0), 0.0)
+    return jnp.where(bad, jnp.inf, jnp.sum(jnp.where(on, q * diff, 0.0), axis=-1))
+
+
+def level_kl(log_q, log_p):
+    r"""``KL(Q || P) = Σ_s Q(s) log(Q(s)/P(s))`` for two laws on the same levels.
+
+    Every model of THEORY.md §6 is a function of the level times ``p^n``, so
+    sequence-level KLs reduce to the levels: ``KL(π_N||p^n) =
+    level_kl(bon_level_law(law, log_n), law.log_prob)`` and ``KL(π_N||φ_λ^n) =
+    level_kl(bon_level_law(...), tilted_level_law(law, λ))``. ``+inf`` when
+    ``Q`` puts mass where ``P`` has none.
+    """
+    if is_concrete(log_q, log_p) and jnp.shape(log_q)[-1:] != jnp.shape(log_p)[-1:]:
+        raise ValueError(
+            f"log_q and log_p must be over the same levels, got lengths {jnp.shape(log_q)[-1]} "
+            f"and {jnp.shape(log_p)[-1]}"
+        )
+    dt = nx.float_dtype(log_q, log_p)
+    return _level_kl(jnp.asarray(log_q, dt), jnp.asarray(log_p, dt))
+
+
+def bon_reward(law: RewardLaw, log_n):
+    r"""Expected total reward of best-of-N, ``E_{π_N}[r_n] = Σ_s B_N(s) s`` (§6).
+
+    Divide by ``law.n`` for the per-token reward.
+    """
+    return jnp.sum(jnp.exp(bon_level_law(law, log_n)) * law.levels, axis=-1)
+
+
+def bon_kl(law: RewardLaw, log_n):
+    r"""``KL(π_N || p^n) = Σ_s B_N(s) log(B_N(s) / P_n(s))`` (THEORY.md §6).
+
+    At most :func:`bon_kl_bound` ``= log N - (N-1)/N``, with equality only in
+    the limit of no ties.
+    """
+    return _level_kl(bon_level_law(law, log_n), law.log_prob)
+
+
+def _win_rate(levels, log_prob, log_n):
+    t = _tails(levels, log_prob)
+    log_b = _bon_log_law(levels, log_prob, log_n)
+    half_p = t.log_pg + _LOG_HALF
+    log_win = logsumexp(log_b + jnp.logaddexp(t.log_f_prev, half_p))
+    log_loss = logsumexp(log_b + jnp.logaddexp(t.log_s, half_p))
+    # Report whichever complement is computed with relative accuracy.
+    return jnp.where(log_loss < _LOG_HALF, -jnp.expm1(log_loss), jnp.exp(log_win))
+
+
+_vec_win = jax.jit(jnp.vectorize(_win_rate, signature="(l),(l),()->()"))
+
+
+def bon_win_rate(law: RewardLaw, log_n):
+    r"""Win rate of best-of-N against the reference (THEORY.md §6):
+
+    .. math:: P(r(Y_N) > r(Y')) + \tfrac12 P(r(Y_N) = r(Y')),
+              \quad Y' \sim p^n \text{ independent}
+              \;=\; \sum_s B_N(s)\,[F(s-) + \tfrac12 P_n(s)],
+
+    which is ``N/(N+1)`` in the limit of no ties. Near 1 it is computed as
+    ``1 - Σ_s B_N(s)[S(s) + ½ P_n(s)]`` to keep relative accuracy of the loss.
+    """
+    levels, log_prob, log_n = _law_args(law, log_n)
+    return _vec_win(levels, log_prob, log_n)
+
+
+def bon_kl_bound(log_n):
+    r"""The widely quoted ``log N - (N-1)/N`` (an upper bound on ``KL(π_N||p^n)``, §6)."""
+    check_real(log_n, "log_n")
+    check_nonneg(log_n, "log_n")
+    log_n = jnp.asarray(log_n, nx.float_dtype(log_n))
+    return log_n + jnp.expm1(-log_n)
+
+
+class BoNvsKLRL(NamedTuple):
+    """Best-of-N at ``log N = nΔ`` against the KL-RL tilt ``φ_{λ*}`` (THEORY.md §6).
+
+    All rewards and KLs are per token (divided by ``n``).
+
+    Attributes:
+      lam: ``λ*`` with ``KL(φ_{λ*}||p) = Δ``.
+      rl_reward: ``Λ'(λ*)``, the KL-RL reward per token.
+      bon_reward: ``E_{π_N}[r_n] / n``.
+      bon_kl: ``KL(π_N || p^n) / n``.
+      bon_kl_to_tilt: ``KL(π_N || φ_{λ*}^n) / n``.
+      win_rate: best-of-N win rate against ``p^n``.
+    """
+
+    lam: jax.Array
+    rl_reward: jax.Array
+    bon_reward: jax.Array
+    bon_kl: jax.Array
+    bon_kl_to_tilt: jax.Array
+    win_rate: jax.Array
+
+
+@jax.jit
+def _bon_vs_klrl(p, r, law, delta):
+    n = law.n
+    lam = _solve_lambda_b(p, r, delta)
+    rl_reward = _moments(p, r, lam)[0]
+    log_n = n * delta
+    log_b = _vec_bon(law.levels, law.log_prob, log_n)
+    reward = jnp.sum(jnp.exp(log_b) * law.levels, axis=-1) / n
+    kl_ref = _level_kl(log_b, law.log_prob) / n
+    kl_tilt = _level_kl(log_b, _vec_tilted(law.levels, law.log_prob, lam)) / n
+    win = _vec_win(law.levels, law.log_prob, log_n)
+    return BoNvsKLRL(lam, rl_reward, reward, kl_ref, kl_tilt, win)
+
+
+def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKLRL:
+    r"""Exact best-of-N with ``N = e^{nΔ}`` next to the KL-RL solution with budget Δ.
+
+    THEORY.md §6 (asymptotic equivalence): as ``n -> inf`` with
+    ``0 < Δ < Δ_max``, ``bon_reward -> Λ'(λ*)``, ``bon_kl -> Δ`` and
+    ``bon_kl_to_tilt -> 0``. ``law`` (from :func:`reward_law` with the same
+    ``p, r, n``) is built if not given; passing it makes the call jittable in
+    ``delta`` (and in ``p``, ``r`` for jittable laws).
+
+    >>> import asymalign as aa
+    >>> res = aa.bon_vs_klrl([0.7, 0.3], [0.0, 1.0], 256, 0.2)
+    >>> abs(float(res.bon_reward - res.rl_reward)) < 0.02
+    True
+    """
+    n = check_positive_int(n, "n")
+    check_model(p, r)
+    check_nonneg(delta, "delta")
+    if law is None:
+        law = reward_law(p, r, n)
+    else:
+        check_law(law, p, r, n)
+    p, r, delta = _prep(p, r, delta)
+    return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype))

@@ -1,0 +1,479 @@
+r"""The exact law of the total reward ``r_n`` under ``p^n`` (THEORY.md §7).
+
+``reward_law(p, r, n)`` returns a :class:`RewardLaw`: the sorted distinct
+levels of ``r_n`` and their exact log-probabilities. Two exact methods:
+
+* **types** (any real rewards, small alphabets): a sequence's reward depends
+  only on its counts ``c`` (``Σ c = n``),
+  ``log P(c) = log n! - Σ log c_x! + Σ c_x log p(x)``, level ``c · r``; equal
+  levels are merged. ``C(n+k-1, k-1)`` types.
+* **lattice** (rewards ``a + h m`` with integer ``m``, detected
+  automatically): ``r_n = n a + h M_n`` and the law of ``M_n`` is the n-fold
+  convolution power of the per-token law ``w``. Plain FFT keeps only absolute
+  accuracy, so the tails that best-of-N needs would be lost. Instead the law
+  is computed under many exponential tilts,
+  ``P_n(s) = Q_n^θ(s) exp(-θ s + n Λ_w(θ))``, where ``Q_n^θ = (w_θ)^{*n}`` is
+  evaluated by an inverse FFT of its characteristic function
+  ``(Σ_m w_θ(m) e^{-iωm})^n`` in a window of ``M`` levels around its mean
+  ``n Λ_w'(θ)``; each level takes the value from the tilt under which it is
+  closest to the centre (largest ``Q/max Q``). Tilts are spaced evenly in
+  ``u(θ) = √n ∫ √Λ_w''(θ) dθ`` (window centres about 3 standard deviations
+  apart), so every level, from the bottom to the very top, is read where
+  the FFT has full *relative* accuracy. Cost ``O(J M log M)`` with
+  ``J ≈ √n u_max / 3`` tilts and ``M = O(span √n)``: about ``n log n``.
+  Levels that no sequence reaches (gaps of the lattice) are found exactly
+  by a coin-change recursion and get ``log_prob = -inf``.
+
+First, whatever the method, the model is reduced to the push-forward of ``p``
+through ``r`` (zero-probability letters dropped, equal rewards merged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, logsumexp
+
+from . import _numerics as nx
+from ._validate import check_model, check_positive_int, is_concrete
+
+__all__ = [
+    "RewardLaw",
+    "reward_law",
+    "pushforward",
+    "law_from_lattice",
+    "law_from_types",
+    "check_law",
+]
+
+# Relative tolerance for merging equal rewards / levels and for lattice detection.
+_MERGE_RTOL = 1e-12
+_LATTICE_RTOL = 1e-9
+_MAX_TYPES = 3_000_000
+_MAX_LATTICE_LEVELS = 50_000_000
+# Window-centre spacing in units of the tilted standard deviation (2 * z0).
+_CENTRE_SPACING = 3.0
+# Aliasing control: half-window = span * sqrt(_ALIAS_LOG * n / 2) (Hoeffding).
+_ALIAS_LOG = 80.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardLaw:
+    """Exact law of the total reward ``r_n`` of a length-``n`` sequence (THEORY.md §7).
+
+    A JAX pytree: ``levels`` and ``log_prob`` are array leaves (so laws can be
+    stacked and ``vmap``-ed), ``n`` and ``fingerprint`` are static.
+
+    Attributes:
+      levels: total-reward levels, sorted ascending, shape ``(L,)``. Laws from
+        :func:`reward_law` have distinct levels; laws from
+        :func:`law_from_types` may repeat a level (the best-of-N functions
+        treat equal levels as one).
+      log_prob: ``log P(r_n = level)``; ``-inf`` for unreachable levels.
+      n: sequence length.
+      fingerprint: identifies the model (push-forward of ``p`` through ``r``)
+        the law was built from, or ``None``.
+    """
+
+    levels: jax.Array
+    log_prob: jax.Array
+    n: int
+    fingerprint: str | None = None
+
+    @property
+    def prob(self):
+        """``P(r_n = level)``."""
+        return jnp.exp(self.log_prob)
+
+
+jax.tree_util.register_dataclass(
+    RewardLaw, data_fields=["levels", "log_prob"], meta_fields=["n", "fingerprint"]
+)
+
+
+# ---------------------------------------------------------------------------
+# push-forward and model fingerprint (host side)
+# ---------------------------------------------------------------------------
+
+
+def pushforward(p, r):
+    """Per-token reward law: distinct rewards on ``supp p`` and their probabilities.
+
+    THEORY.md §7: the law of ``r_n`` depends on ``(p, r)`` only through the
+    push-forward of ``p`` by ``r``. Rewards equal to within a relative
+    ``1e-12`` are merged. Host-side (NumPy) helper.
+
+    Returns:
+      ``(values, weights)``: sorted distinct rewards and their probabilities
+      (float64 NumPy arrays).
+    """
+    check_model(p, r)
+    p = np.asarray(p, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    if p.ndim != 1 or r.ndim != 1:
+        raise ValueError(f"p and r must be 1-D for a single model, got shapes {p.shape} and {r.shape}")
+    keep = p > 0
+    v, w = r[keep], p[keep]
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    tol = _MERGE_RTOL * max(1.0, float(np.max(np.abs(v))))
+    new_group = np.concatenate([[True], np.diff(v) > tol])
+    starts = np.flatnonzero(new_group)
+    values = v[starts]
+    weights = np.add.reduceat(w, starts)
+    return values, weights / weights.sum()
+
+
+def _fingerprint(values, weights) -> str:
+    data = np.concatenate([np.round(values, 12), np.round(weights, 12)]).tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+def model_fingerprint(p, r) -> str:
+    """Fingerprint of the push-forward of ``p`` through ``r`` (for :func:`check_law`)."""
+    return _fingerprint(*pushforward(p, r))
+
+
+def check_law(law, p=None, r=None, n=None, name: str = "law") -> None:
+    """Raise ``ValueError`` if ``law`` was not built for the model ``(p, r)`` / length ``n``."""
+    if not isinstance(law, RewardLaw):
+        raise ValueError(f"{name} must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
+    if n is not None and law.n != n:
+        raise ValueError(f"{name} was built for n = {law.n}, not n = {n}")
+    if p is not None and r is not None and law.fingerprint is not None:
+        if not is_concrete(p, r):
+            return
+        if model_fingerprint(p, r) != law.fingerprint:
+            raise ValueError(f"{name} was built from another model (p, r); rebuild it with reward_law(p, r, n)")
+
+
+# ---------------------------------------------------------------------------
+# lattice detection (host side)
+# ---------------------------------------------------------------------------
+
+
+def _detect_lattice(values, max_den: int = 1000):
+    """Return ``(a, h, m)`` with ``values ≈ a + h m`` (``m`` integers, gcd 1,
+    ``m[0] = 0``) or ``None``."""
+    if values.size == 1:
+        return float(values[0]), 1.0, np.zeros(1, dtype=np.int64)
+    d = values - values[0]
+    t = d / d[1]
+    for q in range(1, max_den + 1):
+        tq = t * q
+        m = np.round(tq)
+        if np.all(np.abs(tq - m) <= _LATTICE_RTOL * np.maximum(1.0, np.abs(tq))):
+            m = m.astype(np.int64)
+            g = int(np.gcd.reduce(m))
+            return float(values[0]), float(d[1] * g / q), m // g
+    return None
+
+
+# ---------------------------------------------------------------------------
+# types method
+# ---------------------------------------------------------------------------
+
+
+def _compositions(n: int, k: int) -> np.ndarray:
+    """All ``c`` in ``N^k`` with ``Σ c = n`` (rows), vectorised stars and bars."""
+    if k == 1:
+        return np.array([[n]], dtype=np.int64)
+    # Build column by column: rows of partial sums.
+    parts = np.zeros((1, 0), dtype=np.int64)
+    remaining = np.array([n], dtype=np.int64)
+    for _ in range(k - 1):
+        counts = remaining + 1
+        idx = np.repeat(np.arange(parts.shape[0]), counts)
+        offs = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        parts = np.concatenate([parts[idx], offs[:, None]], axis=1)
+        remaining = remaining[idx] - offs
+    return np.concatenate([parts, remaining[:, None]], axis=1)
+
+
+def num_types(n: int, k: int) -> int:
+    """``C(n+k-1, k-1)``: the number of types of length-``n`` sequences over ``k`` letters."""
+    return math.comb(n + k - 1, k - 1)
+
+
+def _types_arrays(log_w, values, n):
+    comps = _compositions(n, int(log_w.shape[-1]))
+    c = jnp.asarray(comps, dtype=log_w.dtype)
+    logp = gammaln(n + 1.0) - jnp.sum(gammaln(c + 1.0), axis=-1) + jnp.sum(nx.xlogy_masked(c, log_w), axis=-1)
+    levels = c @ values
+    return levels, logp
+
+
+def law_from_types(p, r, n: int) -> RewardLaw:
+    r"""Jittable types-method law of ``r_n`` (THEORY.md §7), levels *not* merged.
+
+    ``log P(c) = log n! - Σ log c_x! + Σ c_x log p(x)`` for every type ``c``,
+    level ``c · r``, sorted by level. ``p`` and ``r`` may be traced (``n`` and
+    the alphabet size are static). Tied levels are kept as separate entries;
+    the best-of-N functions handle them exactly. For merged, distinct levels
+    use :func:`reward_law`.
+    """
+    n = check_positive_int(n, "n")
+    check_model(p, r)
+    dt = nx.float_dtype(p, r)
+    p = jnp.asarray(p, dt)
+    r = jnp.asarray(r, dt)
+    if num_types(n, p.shape[-1]) > _MAX_TYPES:
+        raise ValueError(
+            f"n = {n} with k = {p.shape[-1]} letters has {num_types(n, p.shape[-1])} types "
+            f"(> {_MAX_TYPES}); use a lattice reward or smaller n"
+        )
+    levels, logp = _types_arrays(nx.masked_log(p), r, n)
+    order = jnp.argsort(levels)
+    return RewardLaw(levels=levels[order], log_prob=logp[order], n=n)
+
+
+def _types_law_host(values, weights, n):
+    levels, logp = _types_arrays(jnp.log(jnp.asarray(weights)), jnp.asarray(values), n)
+    levels, logp = np.asarray(levels), np.asarray(logp)
+    order = np.argsort(levels, kind="stable")
+    levels, logp = levels[order], logp[order]
+    tol = _MERGE_RTOL * n * max(1.0, float(np.max(np.abs(values))))
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
+    out_lp = np.logaddexp.reduceat(logp, starts) if starts.size < levels.size else logp
+    return levels[starts], out_lp
+
+
+# ---------------------------------------------------------------------------
+# lattice method: windowed tilted FFT
+# ---------------------------------------------------------------------------
+
+
+def _fft_size(n: int, span: int) -> int:
+    L = n * span + 1
+    half = span * math.sqrt(_ALIAS_LOG * n / 2.0)
+    need = min(L, 2 * int(math.ceil(half)) + 1)
+    return max(64, 1 << int(math.ceil(math.log2(need))))
+
+
+def _mincoins(mask, span: int, n: int, L: int):
+    """Exact reachability of lattice levels: ``s`` is a sum of ``n`` letters of
+    ``D = {m : w(m) > 0}`` (with ``0 ∈ D``) iff the fewest nonzero letters
+    summing to ``s`` is ``<= n``. Coin change up to ``span^2``; beyond, an
+    optimal representation always uses the largest letter ``span``."""
+    B = span * span + span
+    coins = jnp.arange(1, span + 1)
+    usable = mask[1:]
+    big = jnp.iinfo(jnp.int32).max // 4
+
+    def body(s, dp):
+        prev = dp[jnp.clip(s - coins, 0, B)]
+        cand = jnp.where(usable & (coins <= s), prev + 1, big)
+        return dp.at[s].set(jnp.minimum(jnp.min(cand), big))
+
+    dp = jnp.full((B + 1,), big, dtype=jnp.int32).at[0].set(0)
+    dp = jax.lax.fori_loop(1, B + 1, body, dp)
+    s = jnp.arange(L)
+    q = jnp.maximum(0, -((B - s) // span))  # ceil((s - B)/span) for s > B
+    base = dp[jnp.clip(s - q * span, 0, B)]
+    count = jnp.where(base >= big, big, base + q)
+    return count <= n
+
+
+def _fisher_length_grid(log_w, n, grid: int = 4096):
+    """Tilt range and the cumulative Fisher length ``u(θ) = ∫ √Λ''``."""
+    span = log_w.shape[-1] - 1
+    m = jnp.arange(span + 1, dtype=log_w.dtype)
+
+    def mean_var(th):
+        z = log_w + th * m
+        lz = logsumexp(z)
+        ph = jnp.exp(z - lz)
+        mu = jnp.sum(ph * m)
+        return mu, jnp.sum(ph * (m - mu) ** 2)
+
+    mean_fn = jax.vmap(lambda th: mean_var(th)[0])
+    lo_target = jnp.minimum(0.5 / n, 0.25 * span)
+    hi_target = span - lo_target
+    v = jnp.asarray(nx._SINH_V, log_w.dtype)
+
+    def solve(target):
+        return nx.sinh_bisect(lambda th: mean_fn(jnp.atleast_1d(th))[0] - target, 1.0, -v, v, 80)
+
+    th_lo, th_hi = solve(lo_target), solve(hi_target)
+    th = jnp.linspace(th_lo, th_hi, grid)
+    var = jax.vmap(lambda t: mean_var(t)[1])(th)
+    sd = jnp.sqrt(jnp.maximum(var, 0.0))
+    u = jnp.concatenate([jnp.zeros(1, th.dtype), jnp.cumsum(0.5 * (sd[1:] + sd[:-1]) * jnp.diff(th))])
+    return th, u
+
+
+def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
+    """Jittable core: ``log P(M_n = s)``, ``s = 0..n·span`` (THEORY.md §7)."""
+    span = log_w.shape[-1] - 1
+    L = n * span + 1
+    M = fft_size
+    dt = log_w.dtype
+    if span == 0:
+        return jnp.zeros((1,), dt)
+    th_grid, u = _fisher_length_grid(log_w, n)
+    targets = jnp.linspace(0.0, u[-1], num_tilts)
+    thetas = jnp.interp(targets, u, th_grid)
+
+    m = jnp.arange(span + 1, dtype=dt)
+    omega = 2.0 * jnp.pi * jnp.fft.rfftfreq(M).astype(dt)  # [0, π]
+    t_idx = jnp.arange(M) - M // 2  # window offsets, centre at M//2 after shift
+    pad = M // 2 + 1
+    width = L + 2 * pad
+    cdt = jnp.result_type(dt, jnp.complex64)
+
+    def window(theta):
+        z = log_w + theta * m
+        lam_w = logsumexp(z)
+        ph = jnp.exp(z - lam_w)
+        mu = jnp.sum(ph * m)
+        centre = jnp.clip(jnp.round(n * mu), 0, L - 1)
+        # χ_c(ω) = Σ_m φ_θ(m) e^{-iω(m - μ)}; Z = χ_c^n e^{iω(o - nμ)}.
+        phase = -omega[:, None] * (m[None, :] - mu)
+        chi = jnp.sum(ph[None, :] * jnp.exp(1j * phase.astype(cdt)), axis=-1)
+        logz = n * jnp.log(chi) + 1j * (omega * (centre - n * mu)).astype(cdt)
+        q = jnp.fft.irfft(jnp.exp(logz), n=M)
+        q = jnp.roll(q, M // 2)  # index j <-> offset t = j - M//2
+        logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
+        score = logq - jnp.max(logq)
+        s = centre + t_idx
+        logp = logq - theta * s + n * lam_w
+        return centre.astype(jnp.int32), score, logp
+
+    def step(carry, theta):
+        best_score, best_logp = carry
+        centre, score, logp = window(theta)
+        start = centre - M // 2 + pad
+        cur_s = jax.lax.dynamic_slice(best_score, (start,), (M,))
+        cur_p = jax.lax.dynamic_slice(best_logp, (start,), (M,))
+        better = score > cur_s
+        best_score = jax.lax.dynamic_update_slice(best_score, jnp.where(better, score, cur_s), (start,))
+        best_logp = jax.lax.dynamic_update_slice(best_logp, jnp.where(better, logp, cur_p), (start,))
+        return (best_score, best_logp), None
+
+    init = (jnp.full((width,), -jnp.inf, dt), jnp.full((width,), -jnp.inf, dt))
+    (_, best_logp), _ = jax.lax.scan(step, init, thetas)
+    logp = best_logp[pad : pad + L]
+    reach = _mincoins(log_w > -jnp.inf, span, n, L)
+    logp = jnp.where(reach, logp, -jnp.inf)
+    return logp - logsumexp(logp)
+
+
+def default_num_tilts(n: int, span: int) -> int:
+    """A static number of tilts for :func:`law_from_lattice` when the model is
+    traced: enough for a Fisher length of ``π·span`` (a generous bound)."""
+    return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
+
+
+def _needed_tilts(log_w, n: int) -> int:
+    _, u = _fisher_length_grid(jnp.asarray(log_w), n)
+    return int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
+
+
+def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) -> RewardLaw:
+    r"""Jittable lattice-method law of ``r_n = n a + h M_n`` (THEORY.md §7).
+
+    Args:
+      log_w: log-probabilities of the per-token lattice index ``m = 0..span``
+        (shape ``(span+1,)``; ``-inf`` for absent indices, but ``m = 0`` and
+        ``m = span`` must have positive probability). May be traced.
+      n: sequence length (static).
+      a, h: lattice offset and step (may be traced).
+      num_tilts: number of tilted windows (static). ``None`` uses
+        :func:`default_num_tilts`, a bound that covers any model; the
+        host-side :func:`reward_law` computes the exact need instead.
+
+    Returns:
+      A :class:`RewardLaw` on all ``n·span + 1`` lattice levels (unreachable
+      ones with ``log_prob = -inf``), each with relative accuracy ~1e-10 in
+      float64.
+    """
+    n = check_positive_int(n, "n")
+    log_w = jnp.asarray(log_w, nx.float_dtype(log_w))
+    span = log_w.shape[-1] - 1
+    if num_tilts is None:
+        num_tilts = default_num_tilts(n, span)
+    L = n * span + 1
+    logp = _lattice_log_law(log_w, n, int(num_tilts), _fft_size(n, span))
+    levels = n * jnp.asarray(a, log_w.dtype) + jnp.asarray(h, log_w.dtype) * jnp.arange(L, dtype=log_w.dtype)
+    return RewardLaw(levels=levels, log_prob=logp, n=n)
+
+
+# ---------------------------------------------------------------------------
+# public constructor
+# ---------------------------------------------------------------------------
+
+
+def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
+    r"""Exact law of the total reward ``r_n = Σ r(y_i)`` under ``p^n`` (THEORY.md §7).
+
+    Host-side constructor (its output size depends on the data, so it is not
+    jittable itself; the returned :class:`RewardLaw` is a pytree that every
+    best-of-N function accepts under ``jit``/``vmap``). For jittable
+    construction from traced ``p`` see :func:`law_from_lattice` and
+    :func:`law_from_types`.
+
+    Args:
+      p: reference probabilities, shape ``(k,)``; zeros allowed.
+      r: per-token rewards, shape ``(k,)``; ties allowed.
+      n: sequence length ``>= 1``.
+      method: ``"types"``, ``"lattice"`` or ``"auto"`` (two distinct rewards:
+        types, i.e. the binomial law; rewards on a lattice ``a + h m``:
+        lattice; otherwise types when ``C(n+k-1, k-1) <= 3e6``).
+
+    Returns:
+      ``RewardLaw`` with sorted distinct ``levels`` (only reachable ones) and
+      exact ``log_prob`` (float64), normalised in log space.
+
+    >>> import asymalign as aa
+    >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 2)
+    >>> law.levels.tolist(), law.prob.round(12).tolist()
+    ([0.0, 1.0, 2.0], [0.25, 0.5, 0.25])
+    """
+    n = check_positive_int(n, "n")
+    if method not in ("auto", "types", "lattice"):
+        raise ValueError(f"method must be 'auto', 'types' or 'lattice', got {method!r}")
+    values, weights = pushforward(p, r)
+    fp = _fingerprint(values, weights)
+    k = values.size
+    lattice = _detect_lattice(values) if k > 1 else (float(values[0]), 1.0, np.zeros(1, np.int64))
+    if lattice is not None and int(lattice[2][-1]) * n + 1 > _MAX_LATTICE_LEVELS:
+        lattice = None
+    if method == "auto":
+        if k <= 2 or (lattice is None and num_types(n, k) <= _MAX_TYPES):
+            method = "types"
+        elif lattice is not None:
+            method = "lattice"
+        else:
+            raise ValueError(
+                f"r is not on a lattice and n = {n} with {k} distinct rewards has "
+                f"{num_types(n, k)} types (> {_MAX_TYPES}); no exact method applies"
+            )
+    if method == "types":
+        if num_types(n, k) > _MAX_TYPES:
+            raise ValueError(f"method='types': {num_types(n, k)} types for n = {n}, k = {k} exceeds {_MAX_TYPES}")
+        levels, logp = _types_law_host(values, weights, n)
+        logp = logp - np.logaddexp.reduce(logp)
+        return RewardLaw(jnp.asarray(levels), jnp.asarray(logp), n, fp)
+    if lattice is None:
+        raise ValueError("method='lattice': the rewards on supp p are not on a lattice a + h*m")
+    a, h, m = lattice
+    span = int(m[-1])
+    log_w = np.full(span + 1, -np.inf)
+    log_w[m] = np.log(weights)
+    log_w = jnp.asarray(log_w)
+    if span == 0:
+        return RewardLaw(jnp.asarray([n * a]), jnp.zeros(1), n, fp)
+    num_tilts = _needed_tilts(log_w, n)
+    logp = np.asarray(_lattice_jit(log_w, n, num_tilts, _fft_size(n, span)))
+    idx = np.flatnonzero(np.isfinite(logp))
+    levels = n * a + h * idx.astype(np.float64)
+    return RewardLaw(jnp.asarray(levels), jnp.asarray(logp[idx]), n, fp)
+
+
+_lattice_jit = jax.jit(_lattice_log_law, static_argnums=(1, 2, 3))
