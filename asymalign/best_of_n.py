@@ -29,10 +29,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
+from ._validate import check_model, check_nonneg, check_positive_int, check_real
 from .sequence_laws import RewardLaw, check_law, reward_law
 from .tilting import _moments, _prep, _solve_lambda_b
 
@@ -137,8 +138,8 @@ def bon_level_law(law: RewardLaw, log_n):
 
     >>> import asymalign as aa
     >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 1)
-    >>> aa.bon_level_law(law, jnp.log(2.0)).tolist()  # P(best of 2 = 1) = 3/4
-    [-1.3862943611198906, -0.2876820724517809]
+    >>> jnp.exp(aa.bon_level_law(law, jnp.log(2.0))).round(12).tolist()  # best of 2
+    [0.25, 0.75]
     """
     levels, log_prob, log_n = _law_args(law, log_n)
     return _vec_bon(levels, log_prob, log_n)
@@ -202,10 +203,10 @@ def level_kl(log_q, log_p):
     level_kl(bon_level_law(...), tilted_level_law(law, λ))``. ``+inf`` when
     ``Q`` puts mass where ``P`` has none.
     """
-    if is_concrete(log_q, log_p) and jnp.shape(log_q)[-1:] != jnp.shape(log_p)[-1:]:
+    if np.shape(log_q)[-1:] != np.shape(log_p)[-1:]:
         raise ValueError(
-            f"log_q and log_p must be over the same levels, got lengths {jnp.shape(log_q)[-1]} "
-            f"and {jnp.shape(log_p)[-1]}"
+            f"log_q and log_p must be over the same levels, got lengths {np.shape(log_q)[-1]} "
+            f"and {np.shape(log_p)[-1]}"
         )
     dt = nx.float_dtype(log_q, log_p)
     return _level_kl(jnp.asarray(log_q, dt), jnp.asarray(log_p, dt))

@@ -14,6 +14,7 @@ Rényi cross-entropy follows Thierrin, Alajaji and Linder (Entropy 2022):
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
@@ -32,10 +33,10 @@ __all__ = [
 def _pair(q, p, qn, pn):
     check_prob(q, qn)
     check_prob(p, pn)
-    if jnp.shape(q)[-1:] != jnp.shape(p)[-1:]:
+    if np.shape(q)[-1:] != np.shape(p)[-1:]:
         raise ValueError(
             f"{qn} and {pn} must have the same alphabet size (last axis), got "
-            f"{jnp.shape(q)[-1]} and {jnp.shape(p)[-1]}"
+            f"{np.shape(q)[-1]} and {np.shape(p)[-1]}"
         )
     dt = nx.float_dtype(q, p)
     return jnp.asarray(q, dt), jnp.asarray(p, dt)

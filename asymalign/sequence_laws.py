@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -322,10 +321,12 @@ def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
 
     m = jnp.arange(span + 1, dtype=dt)
     omega = 2.0 * jnp.pi * jnp.fft.rfftfreq(M).astype(dt)  # [0, π]
+    cdt = jnp.result_type(dt, jnp.complex64)
+    # e^{-iωm} for all frequencies and letters, shared by every tilt.
+    table = jnp.exp(-1j * (omega[:, None] * m[None, :]).astype(cdt))
     t_idx = jnp.arange(M) - M // 2  # window offsets, centre at M//2 after shift
     pad = M // 2 + 1
     width = L + 2 * pad
-    cdt = jnp.result_type(dt, jnp.complex64)
 
     def window(theta):
         z = log_w + theta * m
@@ -333,10 +334,9 @@ def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
         ph = jnp.exp(z - lam_w)
         mu = jnp.sum(ph * m)
         centre = jnp.clip(jnp.round(n * mu), 0, L - 1)
-        # χ_c(ω) = Σ_m φ_θ(m) e^{-iω(m - μ)}; Z = χ_c^n e^{iω(o - nμ)}.
-        phase = -omega[:, None] * (m[None, :] - mu)
-        chi = jnp.sum(ph[None, :] * jnp.exp(1j * phase.astype(cdt)), axis=-1)
-        logz = n * jnp.log(chi) + 1j * (omega * (centre - n * mu)).astype(cdt)
+        # χ_c(ω) = e^{iωμ} Σ_m φ_θ(m) e^{-iωm};  Z = χ_c^n e^{iω(o - nμ)}, o the centre.
+        chi = table @ ph.astype(cdt)
+        logz = n * (jnp.log(chi) + 1j * (omega * mu).astype(cdt)) + 1j * (omega * (centre - n * mu)).astype(cdt)
         q = jnp.fft.irfft(jnp.exp(logz), n=M)
         q = jnp.roll(q, M // 2)  # index j <-> offset t = j - M//2
         logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
@@ -370,9 +370,12 @@ def default_num_tilts(n: int, span: int) -> int:
     return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
 
 
+_fisher_length_jit = jax.jit(lambda log_w, n: _fisher_length_grid(log_w, n)[1][-1])
+
+
 def _needed_tilts(log_w, n: int) -> int:
-    _, u = _fisher_length_grid(jnp.asarray(log_w), n)
-    return int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
+    u_max = _fisher_length_jit(jnp.asarray(log_w), jnp.asarray(float(n), jnp.asarray(log_w).dtype))
+    return int(math.ceil(math.sqrt(n) * float(u_max) / _CENTRE_SPACING)) + 2
 
 
 def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) -> RewardLaw:
