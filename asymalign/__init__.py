@@ -61,6 +61,16 @@ from .tilting import (
     tilt_variance,
 )
 
+from .simulation import (
+    BoNSimulation,
+    Estimate,
+    LevelFrequencies,
+    mc_level_frequencies,
+    mc_mean,
+    mc_win_rate,
+    simulate_bon,
+)
+
 try:
     __version__ = _version("asymalign")
 except _PNF:  # running from a source tree without installation
