@@ -25,6 +25,7 @@ All functions are pure, jittable and vmap-able (over stacked laws and over
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -87,8 +88,13 @@ def _tails(levels, log_prob) -> _Tails:
     lr = _cum_logsumexp(log_prob, reverse=True)  # log P(idx >= i)
     lc_ext = jnp.concatenate([ninf, lc])  # lc_ext[i] = log P(idx < i)
     lr_ext = jnp.concatenate([lr, ninf])  # lr_ext[i] = log P(idx >= i)
-    end = jnp.searchsorted(levels, levels, side="right")  # one past group end
-    start = jnp.searchsorted(levels, levels, side="left")
+    # Tie groups of the sorted levels: first index and one-past-last index.
+    idx = jnp.arange(L)
+    differs = levels[1:] != levels[:-1]
+    first = jnp.concatenate([jnp.ones((1,), bool), differs])
+    last = jnp.concatenate([differs, jnp.ones((1,), bool)])
+    start = jax.lax.cummax(jnp.where(first, idx, 0))
+    end = jax.lax.cummin(jnp.where(last, idx, L - 1), reverse=True) + 1
     log_f = lc_ext[end]
     log_f_prev = lc_ext[start]
     log_s = lr_ext[end]
@@ -106,7 +112,10 @@ def _tails(levels, log_prob) -> _Tails:
 
 
 def _bon_log_law(levels, log_prob, log_n):
-    t = _tails(levels, log_prob)
+    return _bon_from_tails(_tails(levels, log_prob), log_prob, log_n)
+
+
+def _bon_from_tails(t: _Tails, log_prob, log_n):
     a = -jnp.exp(log_n + t.log_neg_log_f)  # N log F(s)
     log_d = _log_softplus(t.log_pg - t.log_f_prev)  # log D(s), D = log F(s) - log F(s-)
     log_group = a + nx.log1mexp(-jnp.exp(log_n + log_d))
@@ -121,6 +130,26 @@ def _law_args(law, log_n, name="law"):
     check_nonneg(log_n, "log_n")
     dt = law.log_prob.dtype
     return law.levels, law.log_prob, jnp.asarray(log_n, dt)
+
+
+def _bucket(length: int) -> int:
+    """Padded length: powers of two (at least 64), so kernels compile O(log L) times."""
+    return max(64, 1 << (length - 1).bit_length())
+
+
+def _pad(levels, log_prob):
+    """Pad a law to its bucket with zero-probability copies of the top level.
+
+    Equal levels are one level for every kernel here and ``-inf`` entries
+    carry no mass, so padding changes no result; outputs are sliced back.
+    """
+    length = levels.shape[-1]
+    extra = _bucket(length) - length
+    if extra == 0:
+        return levels, log_prob
+    top = jnp.broadcast_to(levels[..., -1:], levels.shape[:-1] + (extra,))
+    fill = jnp.full(log_prob.shape[:-1] + (extra,), -jnp.inf, log_prob.dtype)
+    return jnp.concatenate([levels, top], axis=-1), jnp.concatenate([log_prob, fill], axis=-1)
 
 
 _vec_bon = jax.jit(jnp.vectorize(_bon_log_law, signature="(l),(l),()->(l)"))
@@ -142,7 +171,8 @@ def bon_level_law(law: RewardLaw, log_n):
     [0.25, 0.75]
     """
     levels, log_prob, log_n = _law_args(law, log_n)
-    return _vec_bon(levels, log_prob, log_n)
+    length = levels.shape[-1]
+    return _vec_bon(*_pad(levels, log_prob), log_n)[..., :length]
 
 
 def worst_of_n_level_law(law: RewardLaw, log_n):
@@ -154,7 +184,8 @@ def worst_of_n_level_law(law: RewardLaw, log_n):
     same log-space accuracy in the lower tail.
     """
     levels, log_prob, log_n = _law_args(law, log_n)
-    mirrored = _vec_bon(-levels[..., ::-1], log_prob[..., ::-1], log_n)
+    length = levels.shape[-1]
+    mirrored = _vec_bon(*_pad(-levels[..., ::-1], log_prob[..., ::-1]), log_n)[..., :length]
     return mirrored[..., ::-1]
 
 
@@ -183,7 +214,9 @@ def tilted_level_law(law: RewardLaw, lam):
     if not isinstance(law, RewardLaw):
         raise ValueError(f"law must be a RewardLaw, got {type(law).__name__}")
     check_real(lam, "lam", allow_inf=True)
-    return _vec_tilted(law.levels, law.log_prob, jnp.asarray(lam, law.log_prob.dtype))
+    length = law.levels.shape[-1]
+    lam = jnp.asarray(lam, law.log_prob.dtype)
+    return _vec_tilted(*_pad(law.levels, law.log_prob), lam)[..., :length]
 
 
 def _level_kl(log_q, log_p):
@@ -231,7 +264,10 @@ def bon_kl(law: RewardLaw, log_n):
 
 def _win_rate(levels, log_prob, log_n):
     t = _tails(levels, log_prob)
-    log_b = _bon_log_law(levels, log_prob, log_n)
+    return _win_from_tails(t, _bon_from_tails(t, log_prob, log_n))
+
+
+def _win_from_tails(t: _Tails, log_b):
     half_p = t.log_pg + _LOG_HALF
     log_win = logsumexp(log_b + jnp.logaddexp(t.log_f_prev, half_p))
     log_loss = logsumexp(log_b + jnp.logaddexp(t.log_s, half_p))
@@ -253,7 +289,7 @@ def bon_win_rate(law: RewardLaw, log_n):
     ``1 - Σ_s B_N(s)[S(s) + ½ P_n(s)]`` to keep relative accuracy of the loss.
     """
     levels, log_prob, log_n = _law_args(law, log_n)
-    return _vec_win(levels, log_prob, log_n)
+    return _vec_win(*_pad(levels, log_prob), log_n)
 
 
 def bon_kl_bound(log_n):
@@ -287,17 +323,30 @@ class BoNvsKLRL(NamedTuple):
 
 
 @jax.jit
-def _bon_vs_klrl(p, r, law, delta):
-    n = law.n
-    lam = _solve_lambda_b(p, r, delta)
-    rl_reward = _moments(p, r, lam)[0]
+@functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),()->(),(),(),(),(),()")
+def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward):
+    """Jitted core of :func:`bon_vs_klrl`; ``n`` is a traced number, so one
+    compilation serves every ``n`` whose law falls in the same length bucket."""
     log_n = n * delta
-    log_b = _vec_bon(law.levels, law.log_prob, log_n)
-    reward = jnp.sum(jnp.exp(log_b) * law.levels, axis=-1) / n
-    kl_ref = _level_kl(log_b, law.log_prob) / n
-    kl_tilt = _level_kl(log_b, _vec_tilted(law.levels, law.log_prob, lam)) / n
-    win = _vec_win(law.levels, law.log_prob, log_n)
-    return BoNvsKLRL(lam, rl_reward, reward, kl_ref, kl_tilt, win)
+    t = _tails(levels, log_prob)
+    log_b = _bon_from_tails(t, log_prob, log_n)
+    reward = jnp.sum(jnp.exp(log_b) * levels, axis=-1) / n
+    kl_ref = _level_kl(log_b, log_prob) / n
+    kl_tilt = _level_kl(log_b, _tilted(levels, log_prob, lam)) / n
+    win = _win_from_tails(t, log_b)
+    return lam, rl_reward, reward, kl_ref, kl_tilt, win
+
+
+@jax.jit
+def _klrl_part(p, r, delta):
+    lam = _solve_lambda_b(p, r, delta)
+    return lam, _moments(p, r, lam)[0]
+
+
+def _bon_vs_klrl(p, r, law, delta):
+    n = jnp.asarray(law.n, law.log_prob.dtype)
+    lam, rl_reward = _klrl_part(p, r, delta)
+    return BoNvsKLRL(*_bon_vs_klrl_kernel(*_pad(law.levels, law.log_prob), n, delta, lam, rl_reward))
 
 
 def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKLRL:

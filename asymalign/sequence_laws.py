@@ -169,6 +169,10 @@ def _detect_lattice(values, max_den: int = 1000):
         m = np.round(tq)
         if np.all(np.abs(tq - m) <= _LATTICE_RTOL * np.maximum(1.0, np.abs(tq))):
             m = m.astype(np.int64)
+            if np.any(np.diff(m) <= 0):
+                # distinct rewards closer than the lattice tolerance would share
+                # a lattice point (and one letter's weight would be lost)
+                return None
             g = int(np.gcd.reduce(m))
             return float(values[0]), float(d[1] * g / q), m // g
     return None
@@ -233,8 +237,13 @@ def law_from_types(p, r, n: int) -> RewardLaw:
 
 
 def _types_law_host(values, weights, n):
-    levels, logp = _types_arrays(jnp.log(jnp.asarray(weights)), jnp.asarray(values), n)
-    levels, logp = np.asarray(levels), np.asarray(logp)
+    """Types method in NumPy float64 (no compilation): ``log c!`` from an
+    ``lgamma`` table, then equal levels merged with ``logaddexp.reduceat``."""
+    comps = _compositions(n, values.size)
+    log_fact = np.array([math.lgamma(c + 1.0) for c in range(n + 1)])
+    log_w = np.log(weights)
+    logp = log_fact[n] - log_fact[comps].sum(axis=-1) + comps @ log_w
+    levels = comps @ values
     order = np.argsort(levels, kind="stable")
     levels, logp = levels[order], logp[order]
     tol = _MERGE_RTOL * n * max(1.0, float(np.max(np.abs(values))))
