@@ -60,6 +60,15 @@ from .tilting import (
     tilt_reward,
     tilt_variance,
 )
+from .optimize import (
+    PolicyOptResult,
+    masked_softmax,
+    optimize_constrained_policy,
+    optimize_policy,
+    policy_objective,
+    reinforce_gradient,
+    reinforce_policy,
+)
 
 from .simulation import (
     BoNSimulation,

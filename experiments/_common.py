@@ -1,0 +1,192 @@
+"""Shared pieces of the experiments: the plotted-data table and the result type."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any, NamedTuple
+
+import numpy as np
+
+# Colour-blind-friendly palette (Okabe–Ito).
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+
+
+class Table:
+    """Long-format plotted data: rows ``(panel, series, x, y, yerr)``.
+
+    Every number drawn in a figure goes through :meth:`add` and is read back
+    with :meth:`get`, so the CSV written next to the figure is exactly the
+    plotted data. ``yerr`` is ``0`` where a point has no error bar. Only
+    finite numbers are accepted.
+    """
+
+    columns = ("panel", "series", "x", "y", "yerr")
+
+    def __init__(self):
+        self._rows: list[tuple[str, str, float, float, float]] = []
+        self._order: dict[str, list[str]] = {}
+
+    def add(self, panel: str, series: str, x, y, yerr=None) -> None:
+        x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+        y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        e = np.zeros_like(y) if yerr is None else np.atleast_1d(np.asarray(yerr, dtype=np.float64))
+        x, y, e = np.broadcast_arrays(x, y, e)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.isfinite(e))):
+            raise ValueError(f"non-finite value in {panel}/{series}")
+        self._order.setdefault(panel, [])
+        if series not in self._order[panel]:
+            self._order[panel].append(series)
+        self._rows.extend((panel, series, float(a), float(b), float(c)) for a, b, c in zip(x, y, e, strict=False))
+
+    def get(self, panel: str, series: str):
+        """``(x, y, yerr)`` arrays of one series, in insertion order."""
+        rows = [r for r in self._rows if r[0] == panel and r[1] == series]
+        if not rows:
+            raise KeyError(f"{panel}/{series}")
+        a = np.array([r[2:] for r in rows])
+        return a[:, 0], a[:, 1], a[:, 2]
+
+    def series(self, panel: str) -> list[str]:
+        return list(self._order.get(panel, []))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def write_csv(self, path) -> None:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(self.columns)
+            for panel, series, x, y, e in self._rows:
+                w.writerow([panel, series, repr(x), repr(y), repr(e)])
+
+
+class Result(NamedTuple):
+    """What an experiment's ``compute`` returns.
+
+    Attributes:
+      name: the experiment name.
+      table: the plotted data.
+      params: every parameter of the run (models, grids, sample sizes).
+      summary: derived numbers worth recording (fitted slopes, gaps, errors).
+    """
+
+    name: str
+    table: Table
+    params: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def to_jsonable(x):
+    """Convert numpy/JAX scalars and arrays inside dicts/lists to plain Python."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):
+        return to_jsonable(x.tolist())
+    if isinstance(x, float) and not np.isfinite(x):
+        return repr(x)
+    return x
+
+
+def new_figure(ncols: int = 2, nrows: int = 1, width: float = 5.2, height: float = 4.2):
+    """A matplotlib Figure (no pyplot global state) and its axes array."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+_TEX = [
+    ("φ_{1/β}", r"$\varphi_{1/\beta}$"),
+    ("φ_λ*^n", r"$\varphi_{\lambda^*}^{\otimes n}$"),
+    ("φ_λ*", r"$\varphi_{\lambda^*}$"),
+    ("φ_λ^n", r"$\varphi_{\lambda}^{\otimes n}$"),
+    ("φ_λ", r"$\varphi_\lambda$"),
+    ("π_N", r"$\pi_N$"),
+    ("p^n", r"$p^{\otimes n}$"),
+    ("I_λ", r"$I_\lambda$"),
+    ("ψ_λ", r"$\psi_\lambda$"),
+    ("H_{1+t}", r"$H_{1+t}$"),
+    ("q_r", r"$q_r$"),
+    ("λ*", r"$\lambda^*$"),
+    ("R_n", r"$R_n$"),
+]
+
+
+def tex(s: str) -> str:
+    """Render the plain-text names used in the data table with mathtext."""
+    for a, b in _TEX:
+        s = s.replace(a, b)
+    return s
+
+
+# ---------------------------------------------------------------------------
+# exact best-of-N per token, with laws padded to a fixed length
+# ---------------------------------------------------------------------------
+
+_LAWS: dict = {}
+PAD_LENGTH = 16384
+
+
+def reward_law(p, r, n: int):
+    """``asymalign.reward_law`` memoised per process (experiments share models)."""
+    import asymalign as aa
+
+    key = (tuple(np.asarray(p, float).tolist()), tuple(np.asarray(r, float).tolist()), int(n))
+    if key not in _LAWS:
+        _LAWS[key] = aa.reward_law(p, r, n)
+    return _LAWS[key]
+
+
+def padded_law(p, r, n: int, length: int | None = None):
+    """The exact law of ``r_n``, padded with unreachable levels to a fixed length.
+
+    Unreachable levels (``log_prob = -inf``, placed above the top level) do not
+    change any best-of-N quantity, and a common length lets every jitted
+    best-of-N function compile once for all ``n`` instead of once per ``n``.
+    """
+    import jax.numpy as jnp
+
+    import asymalign as aa
+
+    law = reward_law(p, r, n)
+    size = law.levels.shape[0]
+    if length is None:
+        length = max(PAD_LENGTH, 1 << (size - 1).bit_length())
+    if size >= length:
+        return law
+    lev = np.asarray(law.levels)
+    step = (lev[-1] - lev[0]) / (size - 1) if size > 1 else 1.0
+    extra = lev[-1] + step * np.arange(1, length - size + 1)
+    return aa.RewardLaw(
+        jnp.asarray(np.concatenate([lev, extra])),
+        jnp.concatenate([law.log_prob, jnp.full(length - size, -jnp.inf, law.log_prob.dtype)]),
+        law.n,
+    )
+
+
+class BoNPerToken(NamedTuple):
+    """Exact best-of-N at ``log N`` against the tilt ``φ_λ``, per token."""
+
+    reward: np.ndarray  # E_{π_N}[r_n] / n
+    kl: np.ndarray  # KL(π_N || p^n) / n
+    kl_to_tilt: np.ndarray  # KL(π_N || φ_λ^n) / n
+    win_rate: np.ndarray
+
+
+def bon_per_token(p, r, n: int, log_n, lam) -> BoNPerToken:
+    """Per-token best-of-N numbers from the public API (``bon_*``, ``level_kl``)."""
+    import jax.numpy as jnp
+
+    import asymalign as aa
+
+    law = padded_law(p, r, n)
+    log_n = jnp.asarray(log_n, jnp.float64)
+    log_b = aa.bon_level_law(law, log_n)
+    rew = np.asarray(jnp.sum(jnp.exp(log_b) * law.levels, axis=-1)) / n
+    kl = np.asarray(aa.level_kl(log_b, law.log_prob)) / n
+    klt = np.asarray(aa.level_kl(log_b, aa.tilted_level_law(law, jnp.asarray(lam, jnp.float64)))) / n
+    win = np.asarray(aa.bon_win_rate(law, log_n))
+    return BoNPerToken(rew, kl, klt, win)
