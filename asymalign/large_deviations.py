@@ -92,6 +92,7 @@ def scaled_cumulants(p, r, order: int, lam=0.0):
     return jnp.stack(derivs, axis=-1)
 
 
+@jax.jit
 def _rate_function(p, r, x, lam):
     rmin, rmax = nx.support_range(p, r)
     span = rmax - rmin
@@ -99,17 +100,41 @@ def _rate_function(p, r, x, lam):
     inside = (x > rmin) & (x < rmax)
     x_in = jnp.where(inside, x, 0.5 * (rmin + rmax))
 
-    def g(mu):
-        return _moments(p, r, mu)[0] - x_in
+    # The root finder sees no tangents (cheap to differentiate); derivatives
+    # of μ are attached below by the implicit function theorem.
+    p_s, r_s, x_s = (jax.lax.stop_gradient(a) for a in (p, r, x_in))
 
-    def dg(mu):
-        return _moments(p, r, mu)[1]
+    # Solve Λ'(μ) = x in logit coordinates, G(μ) = log(Λ'(μ) - r_min) -
+    # log(r_max - Λ'(μ)) - log((x - r_min)/(r_max - x)): both distances are sums
+    # of nonnegative terms (no cancellation) and G is close to linear in μ at
+    # both ends, so Newton converges in a handful of steps from μ = λ.
+    on_s = p_s > 0
+    log_up = jnp.where(on_s & (r_s > rmin[..., None]), jnp.log(jnp.where(on_s, r_s - rmin[..., None], 1.0)), -jnp.inf)
+    log_dn = jnp.where(on_s & (r_s < rmax[..., None]), jnp.log(jnp.where(on_s, rmax[..., None] - r_s, 1.0)), -jnp.inf)
+    target = jnp.log(x_s - rmin) - jnp.log(rmax - x_s)
 
-    v = jnp.full_like(x_in, nx._SINH_V)
-    mu = nx.sinh_bisect(g, scale, -v, v)
-    mu = nx.newton_polish(g, dg, mu)
-    # Envelope theorem: I is stationary in t, so t carries no gradient.
-    t = jax.lax.stop_gradient(mu - lam)
+    def g_and_dg(mu):
+        logphi = _log_tilt(p_s, r_s, mu)
+        a = logsumexp(logphi + log_up, axis=-1)  # log(Λ'(μ) - r_min)
+        b = logsumexp(logphi + log_dn, axis=-1)  # log(r_max - Λ'(μ))
+        var = _moments(p_s, r_s, mu)[1]
+        return a - b - target, var * (jnp.exp(-a) + jnp.exp(-b))
+
+    scale_s = jax.lax.stop_gradient(scale)
+    tol = 16 * jnp.finfo(x_s.dtype).eps * jnp.maximum(1.0, jnp.abs(target))
+    big = jnp.sinh(nx._SINH_V) / scale_s
+    mu0 = jnp.clip(jax.lax.stop_gradient(lam) + jnp.zeros_like(x_s), -big, big)
+    mu = nx.safeguarded_newton(g_and_dg, mu0, 1.0 / scale_s, tol, lo=-big, hi=big)
+    # I is stationary in t (envelope theorem), so first derivatives need no
+    # dt; second derivatives (∂²I/∂x² = 1/Λ''(λ+t_x)) do. Implicit function
+    # theorem on Λ'(μ; p, r) = x, attached without changing the value:
+    # dμ = (dx - ∂_{p,r} Λ'(μ)) / Λ''(μ).
+    mu = jax.lax.stop_gradient(mu)
+    mean_mu, var_mu, _ = _moments(p, r, mu)
+    res = mean_mu - x_in
+    var_s = jax.lax.stop_gradient(jnp.where(var_mu > 0, var_mu, 1.0))
+    mu = mu - (res - jax.lax.stop_gradient(res)) / var_s
+    t = mu - lam
 
     logphi = _log_tilt(p, r, lam)
     on = p > 0

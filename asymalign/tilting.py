@@ -72,8 +72,9 @@ def _tilt_parts(p, r, lam):
     lam_b = lam[..., None]
     c = jnp.where(lam >= 0, rmax, rmin)
     u = r - c[..., None]
-    on_c = u == 0
-    lu = jnp.where(on_c, 0.0, lam_b * jnp.where(on_c, 1.0, u))
+    # λ u with 0·(±inf) = 0 where r = c; the zero is put in the λ factor (not
+    # in the product) so that ∂(λu)/∂r = λ survives there (tied extremes).
+    lu = jnp.where((u == 0) & jnp.isinf(lam_b), 0.0, lam_b) * u
     # Off the support u may have the wrong sign: keep it harmless.
     lu = jnp.where(p > 0, lu, 0.0)
     L = logsumexp(logp + lu, axis=-1)
@@ -82,7 +83,8 @@ def _tilt_parts(p, r, lam):
 
 def _log_partition(p, r, lam):
     _, _, c, L = _tilt_parts(p, r, lam)
-    lc = jnp.where(c == 0, 0.0, lam * jnp.where(c == 0, 1.0, c))
+    # λ c with 0·(±inf) = 0, keeping ∂(λc)/∂c = λ at c = 0.
+    lc = jnp.where((c == 0) & jnp.isinf(lam), 0.0, lam) * c
     return lc + L
 
 
@@ -123,17 +125,17 @@ def _solve_lambda(p, r, delta):
     scale = jnp.where(span > 0, span, 1.0)
     d = jnp.minimum(delta, dmax)
 
-    def g(lam):
-        return _tilt_kl(p, r, lam) - d
+    def g_and_dg(lam):
+        _, var, kl = _moments(p, r, lam)
+        return kl - d, lam * var
 
-    def dg(lam):
-        _, var, _ = _moments(p, r, lam)
-        return lam * var
-
-    v_lo = jnp.zeros_like(d)
-    v_hi = jnp.full_like(d, nx._SINH_V)
-    lam = nx.sinh_bisect(g, scale, v_lo, v_hi)
-    lam = nx.newton_polish(g, dg, lam)
+    # Start from the small-Δ expansion K(λ) ≈ λ² Λ''(0) / 2.
+    var0 = _moments(p, r, jnp.zeros_like(d))[1]
+    lam0 = jnp.sqrt(2.0 * d / jnp.where(var0 > 0, var0, 1.0))
+    tol = 16 * jnp.finfo(d.dtype).eps * jnp.maximum(1.0, d)
+    big = jnp.sinh(nx._SINH_V) / scale
+    lam = nx.safeguarded_newton(g_and_dg, jnp.clip(lam0, 0.0, big), 1.0 / scale, tol, lo=0.0, hi=big)
+    lam = jnp.maximum(lam, 0.0)
     lam = jnp.where(delta >= dmax, jnp.inf, lam)
     return jnp.where(delta == 0, jnp.zeros_like(lam), lam)
 
