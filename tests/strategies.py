@@ -55,3 +55,51 @@ def models(draw, k=None, zeros=True, ties=True, lattice=False, nonconstant=False
             i = int(np.flatnonzero(s)[0])
             r[i] = r[i] + 1.0
     return p, r
+
+
+@st.composite
+def wide_rewards(draw, k):
+    """Rewards whose magnitudes span 1e-3 .. 1e3 (random signs), at least two distinct."""
+    mags = 10.0 ** np.array(draw(st.lists(st.floats(-3.0, 3.0), min_size=k, max_size=k)))
+    signs = np.array(draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=k, max_size=k)))
+    r = signs * mags
+    # make sure both ends of the decade range are present
+    r[0], r[-1] = 1e-3 * signs[0], 1e3 * signs[-1]
+    return r
+
+
+def alphas(lo=0.0, hi=50.0):
+    """Rényi orders in [lo, hi], away from the removable point α = 1 by ≥ 1e-3."""
+    return st.floats(lo, hi).filter(lambda a: abs(a - 1.0) > 1e-3)
+
+
+@st.composite
+def abs_continuous(draw, p):
+    """A probability vector q with supp q ⊆ supp p (possibly with extra zeros)."""
+    k = len(p)
+    w = np.array(draw(st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=k, max_size=k)))
+    w = w ** draw(st.floats(1.0, 4.0))
+    w[(p == 0) | (w < 1e-30)] = 0.0
+    if w.sum() <= 0:
+        w = (p > 0).astype(float)
+    return w / w.sum()
+
+
+def _flush_tiny(model):
+    """Rewards 30+ decades below the largest one become 0.
+
+    XLA on CPU flushes subnormal numbers to zero, so a subnormal reward (or a
+    power r^j that underflows) means something different to JAX than to a
+    NumPy/mpmath reference; rewards 1e-30 of the scale keep every quantity the
+    tests compare normal, while still spanning far more decades than any
+    realistic model.
+    """
+    p, r = model
+    r = r.copy()
+    r[np.abs(r) < 1e-30 * np.abs(r).max(initial=0.0)] = 0.0
+    return p, r
+
+
+def normal_models(**kwargs):
+    """:func:`models` with :func:`_flush_tiny` applied (same draws, same keywords)."""
+    return models(**kwargs).map(_flush_tiny)
