@@ -92,6 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     rep.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures/)")
     rep.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    from ._sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -202,6 +205,8 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
+        if args.command == "sweep":
+            return args.func(args)
         exps = load_experiments()
         if args.command == "list":
             width = max(len(n) for n in exps.EXPERIMENTS)
