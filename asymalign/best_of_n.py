@@ -65,6 +65,13 @@ def _log_softplus(z):
     return jnp.where(small, z, jnp.log(jax.nn.softplus(zs)))
 
 
+def _log1mexp_neg_exp(y):
+    """``log(1 - exp(-e^y))``; ``≈ y`` when ``e^y`` underflows (``N D(s)`` below
+    ~1e-308, e.g. the top level when ``N P(top) ≪ 1``), where the direct form gives -inf."""
+    small = y < -40.0
+    return jnp.where(small, y, nx.log1mexp(-jnp.exp(jnp.where(small, 0.0, y))))
+
+
 def _log_neg_log1m(log_s):
     """``log(-log(1 - S))`` from ``log S`` (for ``S <= 1/2``)."""
     small = log_s < -30.0
@@ -101,8 +108,12 @@ def _tails(levels, log_prob) -> _Tails:
     log_s_prev = lr_ext[start]
     upper = log_s < _LOG_HALF
     # Group probability, from whichever side keeps relative accuracy.
-    g_up = log_s_prev + nx.log1mexp(jnp.minimum(log_s - log_s_prev, 0.0))
-    g_lo = log_f + nx.log1mexp(jnp.minimum(log_f_prev - log_f, 0.0))
+    # A zero-probability group at the top (bottom) has log_s_prev = log_s = -inf
+    # (log_f = log_f_prev = -inf): its probability is 0, not -inf - (-inf) = NaN.
+    d_up = jnp.where(log_s_prev > -jnp.inf, log_s - log_s_prev, -jnp.inf)
+    d_lo = jnp.where(log_f > -jnp.inf, log_f_prev - log_f, -jnp.inf)
+    g_up = log_s_prev + nx.log1mexp(jnp.minimum(d_up, 0.0))
+    g_lo = log_f + nx.log1mexp(jnp.minimum(d_lo, 0.0))
     log_pg = jnp.where(end - start == 1, log_prob, jnp.where(upper, g_up, g_lo))
     lf_safe = jnp.where(upper, -1.0, jnp.minimum(log_f, -1e-300))
     lnlf = jnp.where(upper, _log_neg_log1m(jnp.where(upper, log_s, -1.0)), jnp.log(-lf_safe))
@@ -118,7 +129,7 @@ def _bon_log_law(levels, log_prob, log_n):
 def _bon_from_tails(t: _Tails, log_prob, log_n):
     a = -jnp.exp(log_n + t.log_neg_log_f)  # N log F(s)
     log_d = _log_softplus(t.log_pg - t.log_f_prev)  # log D(s), D = log F(s) - log F(s-)
-    log_group = a + nx.log1mexp(-jnp.exp(log_n + log_d))
+    log_group = a + _log1mexp_neg_exp(log_n + log_d)
     share = jnp.where(t.log_pg > -jnp.inf, log_prob - jnp.where(t.log_pg > -jnp.inf, t.log_pg, 0.0), -jnp.inf)
     return jnp.where(log_prob > -jnp.inf, log_group + share, -jnp.inf)
 

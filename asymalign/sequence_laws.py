@@ -233,7 +233,15 @@ def law_from_types(p, r, n: int) -> RewardLaw:
         )
     levels, logp = _types_arrays(nx.masked_log(p), r, n)
     order = jnp.argsort(levels)
-    return RewardLaw(levels=levels[order], log_prob=logp[order], n=n)
+    levels, logp = levels[order], logp[order]
+    # Mathematically equal levels (c · r summed in different orders, e.g.
+    # 0.1 + 0.2 vs 0.3) may differ by rounding: snap each run of levels within
+    # the merge tolerance onto its first value, as reward_law merges them, so
+    # that the best-of-N functions see one tie group.
+    tol = _MERGE_RTOL * n * jnp.maximum(1.0, jnp.max(jnp.abs(r)))
+    new = jnp.concatenate([jnp.ones((1,), bool), jnp.diff(levels) > tol])
+    first = jax.lax.cummax(jnp.where(new, jnp.arange(levels.shape[-1]), 0))
+    return RewardLaw(levels=levels[first], log_prob=logp, n=n)
 
 
 def _types_law_host(values, weights, n):
