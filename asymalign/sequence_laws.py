@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -326,12 +327,18 @@ def _fisher_length_grid(log_w, n, grid: int = 4096):
 
 def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
     """Jittable core: ``log P(M_n = s)``, ``s = 0..n·span`` (THEORY.md §7)."""
+    return _lattice_log_law_scored(log_w, n, num_tilts, fft_size)[0]
+
+
+def _lattice_log_law_scored(log_w, n: int, num_tilts: int, fft_size: int):
+    """``(log P, score)``: ``score(s) = log(Q(s) / max Q)`` in the window that
+    resolved level ``s``; the relative error there is about ``1e-16 e^{-score}``."""
     span = log_w.shape[-1] - 1
     L = n * span + 1
     M = fft_size
     dt = log_w.dtype
     if span == 0:
-        return jnp.zeros((1,), dt)
+        return jnp.zeros((1,), dt), jnp.zeros((1,), dt)
     th_grid, u = _fisher_length_grid(log_w, n)
     targets = jnp.linspace(0.0, u[-1], num_tilts)
     thetas = jnp.interp(targets, u, th_grid)
@@ -374,11 +381,35 @@ def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
         return (best_score, best_logp), None
 
     init = (jnp.full((width,), -jnp.inf, dt), jnp.full((width,), -jnp.inf, dt))
-    (_, best_logp), _ = jax.lax.scan(step, init, thetas)
+    (best_score, best_logp), _ = jax.lax.scan(step, init, thetas)
     logp = best_logp[pad : pad + L]
     reach = _mincoins(log_w > -jnp.inf, span, n, L)
     logp = jnp.where(reach, logp, -jnp.inf)
-    return logp - logsumexp(logp)
+    score = jnp.where(reach, best_score[pad : pad + L], 0.0)
+    return logp - logsumexp(logp), score
+
+
+def _lattice_log_law_dp(log_w, n: int):
+    """Exact log-space convolution power by ``n`` one-token steps,
+    ``P_{j+1}(s) = logsumexp_m P_j(s - m) + log w(m)``: cost ``O(n^2 span^2)``,
+    relative accuracy at every level whatever the shape of the law. The
+    fallback for laws the tilted windows cannot resolve (deep dips, e.g. a
+    letter of probability 1e-30)."""
+    span = log_w.shape[-1] - 1
+    L = n * span + 1
+    init = jnp.full((L + span,), -jnp.inf, log_w.dtype).at[span].set(0.0)
+
+    def step(_, cur):
+        shifted = jnp.stack([jax.lax.dynamic_slice(cur, (span - m,), (L,)) + log_w[m] for m in range(span + 1)])
+        return cur.at[span:].set(logsumexp(shifted, axis=0))
+
+    return jax.lax.fori_loop(0, n, step, init)[span:]
+
+
+# Levels resolved at a score below this (Q/max Q < e^-16) may carry relative
+# errors above ~1e-9 and are recomputed exactly when affordable.
+_MIN_SCORE = -16.0
+_MAX_DP_WORK = 3e8
 
 
 def default_num_tilts(n: int, span: int) -> int:
@@ -490,10 +521,22 @@ def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
     if span == 0:
         return RewardLaw(jnp.asarray([n * a]), jnp.zeros(1), n, fp)
     num_tilts = _needed_tilts(log_w, n)
-    logp = np.asarray(_lattice_jit(log_w, n, num_tilts, _fft_size(n, span)))
+    logp, score = (np.asarray(a) for a in _lattice_jit(log_w, n, num_tilts, _fft_size(n, span)))
+    if np.min(score) < _MIN_SCORE:
+        if float(n) * n * (span + 1) ** 2 <= _MAX_DP_WORK:
+            logp = np.asarray(_lattice_dp_jit(log_w, n))
+        else:
+            warnings.warn(
+                f"reward_law: {int(np.sum(score < _MIN_SCORE))} lattice levels are only resolved to "
+                f"relative accuracy ~{1e-16 * math.exp(-float(np.min(score))):.1e} (a letter with a tiny "
+                "probability makes the law non-log-concave); the exact log-space fallback would cost "
+                f"n^2 span^2 = {float(n) * n * (span + 1) ** 2:.1e} operations",
+                stacklevel=2,
+            )
     idx = np.flatnonzero(np.isfinite(logp))
     levels = n * a + h * idx.astype(np.float64)
     return RewardLaw(jnp.asarray(levels), jnp.asarray(logp[idx]), n, fp)
 
 
-_lattice_jit = jax.jit(_lattice_log_law, static_argnums=(1, 2, 3))
+_lattice_jit = jax.jit(_lattice_log_law_scored, static_argnums=(1, 2, 3))
+_lattice_dp_jit = jax.jit(_lattice_log_law_dp, static_argnums=(1,))

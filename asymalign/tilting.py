@@ -133,7 +133,12 @@ def _solve_lambda(p, r, delta):
     var0 = _moments(p, r, jnp.zeros_like(d))[1]
     lam0 = jnp.sqrt(2.0 * d / jnp.where(var0 > 0, var0, 1.0))
     tol = 16 * jnp.finfo(d.dtype).eps * jnp.maximum(1.0, d)
-    big = jnp.sinh(nx._SINH_V) / scale
+    # Upper end of the bracket: past λ = 1e3 / gap (gap = r_max minus the next
+    # reward on the support) K(λ) equals Δ_max to the last bit, whatever p.
+    # The gap can be many decades below the span, so 1/span is not enough.
+    below = jnp.max(jnp.where((p > 0) & (r < rmax[..., None]), r, -jnp.inf), axis=-1)
+    gap = rmax - below
+    big = jnp.maximum(jnp.sinh(nx._SINH_V) / scale, jnp.where(jnp.isfinite(gap), 1e3 / gap, 0.0))
     lam = nx.safeguarded_newton(g_and_dg, jnp.clip(lam0, 0.0, big), 1.0 / scale, tol, lo=0.0, hi=big)
     lam = jnp.maximum(lam, 0.0)
     lam = jnp.where(delta >= dmax, jnp.inf, lam)
