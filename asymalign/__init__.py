@@ -39,6 +39,15 @@ from .large_deviations import (
     scaled_cgf,
     scaled_cumulants,
 )
+from .optimize import (
+    PolicyOptResult,
+    masked_softmax,
+    optimize_constrained_policy,
+    optimize_policy,
+    policy_objective,
+    reinforce_gradient,
+    reinforce_policy,
+)
 from .sequence_laws import (
     RewardLaw,
     check_law,
@@ -46,6 +55,15 @@ from .sequence_laws import (
     law_from_types,
     pushforward,
     reward_law,
+)
+from .simulation import (
+    BoNSimulation,
+    Estimate,
+    LevelFrequencies,
+    mc_level_frequencies,
+    mc_mean,
+    mc_win_rate,
+    simulate_bon,
 )
 from .tilting import (
     KLRLResult,
@@ -59,25 +77,6 @@ from .tilting import (
     tilt_kl,
     tilt_reward,
     tilt_variance,
-)
-from .optimize import (
-    PolicyOptResult,
-    masked_softmax,
-    optimize_constrained_policy,
-    optimize_policy,
-    policy_objective,
-    reinforce_gradient,
-    reinforce_policy,
-)
-
-from .simulation import (
-    BoNSimulation,
-    Estimate,
-    LevelFrequencies,
-    mc_level_frequencies,
-    mc_mean,
-    mc_win_rate,
-    simulate_bon,
 )
 
 try:

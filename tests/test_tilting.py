@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
+import strategies as S
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -17,8 +18,6 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, rel_entr
 
 import asymalign as aa
-
-import strategies as S
 
 # ---------------------------------------------------------------------------
 # independent references
@@ -63,7 +62,7 @@ def mp_moments(p, r, lam, dps=50):
     """(Λ, Λ', Λ'', K) at 50 digits; p, r, lam taken as exact binary floats."""
     with mp.workdps(dps):
         lam = mp.mpf(float(lam))
-        w = [(mp.mpf(float(pi)), mp.mpf(float(ri))) for pi, ri in zip(p, r) if pi > 0]
+        w = [(mp.mpf(float(pi)), mp.mpf(float(ri))) for pi, ri in zip(p, r, strict=False) if pi > 0]
         Z = mp.fsum(pi * mp.exp(lam * ri) for pi, ri in w)
         m1 = mp.fsum(pi * ri * mp.exp(lam * ri) for pi, ri in w) / Z
         m2 = mp.fsum(pi * (ri - m1) ** 2 * mp.exp(lam * ri) for pi, ri in w) / Z
@@ -154,7 +153,7 @@ def _fraction_of_dmax(p, r, frac):
 @given(S.normal_models(), st.floats(-30.0, 30.0))
 def test_log_partition_and_tilt_match_numpy(model, u):
     p, r = model
-    span = max(np.ptp(r), 1e-12)
+    max(np.ptp(r), 1e-12)
     lam = _lam(u, p, r)
     out = _tilted(p, r, lam)
     np.testing.assert_allclose(out["L"], np_log_partition(p, r, lam), rtol=1e-12, atol=1e-12)
@@ -200,7 +199,9 @@ def test_tilt_kl_increasing_from_zero_to_max_kl(model):
     p, r = model
     rs = np.unique(r[p > 0])
     span, gap = rs[-1] - rs[0], rs[-1] - rs[-2]
-    lams = np.sort(np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 60) / span, [60.0 / gap]]))
+    # at λ = (40 + log(max p / min p)) / gap, K(λ) is Δ_max to ~e^{-40}
+    spread = np.log(p[p > 0].max() / p[p > 0].min())
+    lams = np.sort(np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 60) / span, [(40.0 + spread) / gap]]))
     K = np.asarray(_tilt_kl_j(p, r, lams))
     dmax = np_max_kl(p, r)
     assert K[0] == pytest.approx(0.0, abs=1e-15)
@@ -332,7 +333,10 @@ def test_huge_lambda_against_mpmath(lam):
     assert float(aa.tilt_kl(p, r, lam)) == pytest.approx(float(K), rel=1e-12, abs=1e-13)
     phi = np.asarray(aa.tilt(p, r, lam))
     with mp.workdps(50):
-        ref = [float(mp.mpf(pi) * mp.exp(mp.mpf(lam) * mp.mpf(ri) - L)) if pi > 0 else 0.0 for pi, ri in zip(p, r)]
+        ref = [
+            float(mp.mpf(pi) * mp.exp(mp.mpf(lam) * mp.mpf(ri) - L)) if pi > 0 else 0.0
+            for pi, ri in zip(p, r, strict=False)
+        ]
     np.testing.assert_allclose(phi, ref, rtol=1e-11, atol=1e-300)
 
 
@@ -359,7 +363,7 @@ def test_kl_rl_beats_every_q_in_the_kl_ball(model, frac, seed):
     assert float(res.reward) == pytest.approx(float(pol @ r), rel=1e-12, abs=1e-12 * scale)
     q = ball_points(p, r, delta, np.random.default_rng(seed))
     assert np.max(q @ r) <= float(res.reward) + 1e-9 * scale
-    if delta >= dmax:
+    if delta >= dmax and delta > 0:  # (Δ = 0 = Δ_max: p and p|A differ only by rounding)
         s = p > 0
         a = s & (r == r[s].max())
         np.testing.assert_allclose(pol, np.where(a, p, 0) / p[a].sum(), rtol=1e-13, atol=1e-300)
@@ -438,7 +442,10 @@ def test_near_optimality_lambda_epsilon_bound(model, frac, seed):
     assert np.all(kl_q_phi <= lam * eps + 1e-9 * (1 + lam * np.abs(r).max()))
     # the identity form: KL(q||φ) = [KL(q||p) − Δ] + λ ε
     np.testing.assert_allclose(
-        kl_q_phi, np.sum(rel_entr(q, p), axis=-1) - delta + lam * eps, rtol=1e-7, atol=1e-9 * (1 + lam * np.abs(r).max())
+        kl_q_phi,
+        np.sum(rel_entr(q, p), axis=-1) - delta + lam * eps,
+        rtol=1e-7,
+        atol=1e-9 * (1 + lam * np.abs(r).max()),
     )
 
 
@@ -461,7 +468,7 @@ def test_k1000_model():
     dmax = np_max_kl(p, r)
     deltas = np.array([1e-4, 0.1, 0.5 * dmax, dmax - 1e-6])
     lams = np.asarray(aa.solve_lambda(p, r, deltas))
-    for d, l in zip(deltas, lams):
+    for d, l in zip(deltas, lams, strict=False):
         assert abs(float(mp_K(p, r, l)) - d) <= 1e-10 * max(1.0, d)
     res = aa.kl_rl(p, r, 0.5 * dmax)
     q = ball_points(p, r, 0.5 * dmax, rng, m=32)
@@ -489,7 +496,7 @@ def test_log_partition_gradient_in_r_with_tied_maximum():
     p = np.array([0.3, 0.3, 0.4])
     r = np.array([1.0, 1.0, 0.0])
     for lam in (-1.5, 2.0):
-        check_grads(lambda r_: _log_partition_j(p, r_, lam), (r,), order=1, modes=("fwd", "rev"))
+        check_grads(lambda r_, lam=lam: _log_partition_j(p, r_, lam), (r,), order=1, modes=("fwd", "rev"))
         g = jax.grad(_log_partition_j, argnums=1)(p, r, lam)
         np.testing.assert_allclose(g, lam * np_tilt(p, r, lam), rtol=1e-12)  # ∂Λ/∂r = λ φ_λ
 
@@ -521,11 +528,13 @@ def test_vmap_and_jit_agree_with_loops():
     rs = rng.normal(size=(4, 5))
     lams = rng.normal(size=4)
     v = jax.vmap(aa.log_partition)(ps, rs, lams)
-    np.testing.assert_allclose(v, [np_log_partition(a, b, c) for a, b, c in zip(ps, rs, lams)], rtol=1e-13)
+    np.testing.assert_allclose(
+        v, [np_log_partition(a, b, c) for a, b, c in zip(ps, rs, lams, strict=False)], rtol=1e-13
+    )
     # batch axes broadcast without vmap too
     np.testing.assert_allclose(aa.log_partition(ps, rs, lams), v, rtol=1e-14)
     res_j, res_e = jax.jit(aa.kl_rl)(ps, rs, 0.2), aa.kl_rl(ps, rs, 0.2)
-    for a, b in zip(res_j, res_e):
+    for a, b in zip(res_j, res_e, strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     tk = jax.vmap(aa.tilt_kl, in_axes=(None, None, 0))(_P, _R, jnp.asarray(deltas))
     np.testing.assert_allclose(tk, [float(aa.tilt_kl(_P, _R, d)) for d in deltas], rtol=1e-13)
