@@ -6,6 +6,8 @@ Everything here is pure, jittable and vmap-able. Log-space conventions:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,3 +146,39 @@ def safeguarded_newton(g_and_dg, x0, scale, tol, lo, hi, max_iter: int = 100, re
     state = (x0, lo, hi, g0, jnp.zeros(x0.shape, bool), jnp.asarray(0))
     x, *_, iters = jax.lax.while_loop(cond, body, state)
     return (x, iters) if return_iters else x
+
+
+CPU_BLOCK = 1024
+
+
+def map_blocks(fn, args, core_ndims, block: int = CPU_BLOCK):
+    """``fn(*args)`` over a large batch, in blocks of ``block`` rows on CPU.
+
+    ``args`` share the batch shape (leading axes); ``core_ndims[i]`` trailing
+    axes of ``args[i]`` are per-problem data. For an iterative solver under
+    ``vmap`` every lane pays for the slowest lane of its batch; on CPU,
+    ``lax.map`` over blocks lets each block stop at its own slowest member
+    (about 2-3x faster for ``solve_lambda``/``rate_function`` at 1e5
+    problems). Problems are independent, so results equal one big call up to
+    rounding (XLA may vectorise a reduction differently for another batch
+    size: measured <= 8e-11 relative in ``λ*`` where it is ill-conditioned,
+    identical ``K(λ*)`` residuals). On
+    accelerators (which want one wide batch) and for small batches this is
+    just ``fn(*args)``.
+    """
+    a0 = args[0]
+    batch = a0.shape[: a0.ndim - core_ndims[0]]
+    size = math.prod(batch)
+    if jax.default_backend() != "cpu" or size <= 2 * block:
+        return fn(*args)
+    nb = -(-size // block)
+    pad = nb * block - size
+
+    def to_blocks(a, c):
+        core = a.shape[a.ndim - c :]
+        flat = a.reshape((size,) + core)
+        flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad,) + core)])
+        return flat.reshape((nb, block) + core)
+
+    out = jax.lax.map(lambda xs: fn(*xs), [to_blocks(a, c) for a, c in zip(args, core_ndims, strict=True)])
+    return jax.tree.map(lambda o: o.reshape((nb * block,) + o.shape[2:])[:size].reshape(batch + o.shape[2:]), out)

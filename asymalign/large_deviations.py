@@ -160,6 +160,11 @@ def _rate_function(p, r, x, lam):
     return jnp.where(x == rmin, b_min, out)
 
 
+@jax.jit
+def _rate_function_blocks(p, r, x, lam):
+    return nx.map_blocks(_rate_function, (p, r, x, lam), (1, 1, 0, 0))
+
+
 def rate_function(p, r, x, lam=0.0):
     r"""Cramér rate function of ``R_n = r_n/n`` under ``φ_λ^n`` (THEORY.md §5).
 
@@ -191,7 +196,7 @@ def rate_function(p, r, x, lam=0.0):
     p, r, x = _prep(p, r, x)
     lam = jnp.asarray(lam, x.dtype)
     p, r, x, lam = _broadcast(p, r, x, lam)
-    return _rate_function(p, r, x, lam)
+    return _rate_function_blocks(p, r, x, lam)
 
 
 def reward_distribution(p, r):

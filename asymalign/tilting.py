@@ -168,7 +168,7 @@ def _solve_lambda_b(p, r, delta):
     p = jnp.broadcast_to(p, batch + p.shape[-1:])
     r = jnp.broadcast_to(r, batch + r.shape[-1:])
     delta = jnp.broadcast_to(delta, batch)
-    return _solve_lambda(p, r, delta)
+    return nx.map_blocks(_solve_lambda, (p, r, delta), (1, 1, 0))
 
 
 # ---------------------------------------------------------------------------
