@@ -442,7 +442,10 @@ def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) 
     Returns:
       A :class:`RewardLaw` on all ``n·span + 1`` lattice levels (unreachable
       ones with ``log_prob = -inf``), each with relative accuracy ~1e-10 in
-      float64.
+      float64 for laws without deep dips. Unlike :func:`reward_law`, this
+      jittable path has no fallback for levels no tilt resolves (a letter
+      with a tiny probability such as 1e-20 makes the law far from
+      log-concave; those levels may lose relative accuracy).
     """
     n = check_positive_int(n, "n")
     log_w = jnp.asarray(log_w, nx.float_dtype(log_w))
@@ -479,7 +482,11 @@ def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
 
     Returns:
       ``RewardLaw`` with sorted distinct ``levels`` (only reachable ones) and
-      exact ``log_prob`` (float64), normalised in log space.
+      exact ``log_prob`` (float64), normalised in log space. On the lattice
+      path, levels that no tilted window resolves to relative accuracy ~1e-9
+      (deep dips from a letter of tiny probability) are detected and the law
+      is recomputed by exact log-space convolution when ``n² span²`` is
+      affordable (else a warning says how accurate they are).
 
     >>> import asymalign as aa
     >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 2)
