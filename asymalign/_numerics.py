@@ -86,20 +86,6 @@ def sinh_bisect(g, scale, v_lo, v_hi, iters: int = _BISECT_ITERS):
     return jnp.sinh(v) / scale
 
 
-def newton_polish(g, dg, x, steps: int = 3):
-    """A few guarded Newton steps on ``g(x) = 0``: a step is kept only if it
-    reduces ``|g|`` and stays finite."""
-
-    def body(_, x):
-        gx = g(x)
-        d = dg(x)
-        x_new = x - gx / jnp.where(d != 0, d, 1.0)
-        ok = (d != 0) & jnp.isfinite(x_new) & (jnp.abs(g(x_new)) < jnp.abs(gx))
-        return jnp.where(ok, x_new, x)
-
-    return jax.lax.fori_loop(0, steps, body, x)
-
-
 def safeguarded_newton(g_and_dg, x0, scale, tol, lo, hi, max_iter: int = 100, return_iters=False):
     """Root of an increasing function: Newton's method inside a finite bracket.
 

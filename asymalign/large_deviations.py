@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._validate import check_model, check_positive_int, check_real
+from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .information import _renyi_cross_entropy, _renyi_divergence
 from .tilting import _log_partition, _log_tilt, _moments, _prep
 
@@ -238,7 +238,7 @@ def cgf_via_renyi_divergence(p, r, t, lam):
     check_model(p, r)
     check_real(t, "t")
     check_real(lam, "lam")
-    if jnp.ndim(lam) == 0 and not isinstance(lam, jax.core.Tracer) and float(lam) == 0:
+    if jnp.ndim(lam) == 0 and is_concrete(lam) and float(lam) == 0:
         raise ValueError("lam must be nonzero for the Rényi-divergence form (α = 1 + t/λ)")
     p, r, t = _prep(p, r, t)
     lam = jnp.asarray(lam, t.dtype)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._validate import check_model, check_nonneg, check_real
+from ._validate import check_model, check_nonneg, check_real, is_concrete
 
 __all__ = [
     "KLRLResult",
@@ -343,6 +343,6 @@ def kl_regularized(p, r, beta):
     ``beta`` must be ``> 0``; ``beta = inf`` returns ``p``.
     """
     check_nonneg(beta, "beta")
-    if jnp.ndim(beta) == 0 and not isinstance(beta, jax.core.Tracer) and float(beta) == 0:
+    if jnp.ndim(beta) == 0 and is_concrete(beta) and float(beta) == 0:
         raise ValueError("beta must be > 0 (beta = 0 is the unconstrained argmax; use lam=inf)")
     return tilt(p, r, 1.0 / jnp.asarray(beta, nx.float_dtype(p, r, beta)))
