@@ -26,6 +26,7 @@ All functions are pure, jittable and vmap-able (over stacked laws and over
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -34,8 +35,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._validate import check_model, check_nonneg, check_positive_int, check_real
-from .sequence_laws import RewardLaw, check_law, reward_law
+from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
+from .sequence_laws import RewardLaw, _bucket, _window_law, check_law, reward_law
 from .tilting import _moments, _prep, _solve_lambda_b
 
 __all__ = [
@@ -52,10 +53,36 @@ __all__ = [
 ]
 
 _LOG_HALF = -0.6931471805599453
+# A window law is used only if its lump carries best-of-N mass <= e^-34.5 ≈ 1e-15.
+_LUMP_BOUND = 34.5
 
 
 def _cum_logsumexp(x, reverse=False):
-    return jax.lax.cumlogsumexp(x, axis=0, reverse=reverse)
+    """Inclusive cumulative log-sum-exp of a 1-D array, blockwise.
+
+    Blocks of 256 are accumulated by a sequential ``logaddexp`` scan run
+    across all blocks at once, then offset by the cumulative totals of the
+    preceding blocks. Every combine is an exact ``logaddexp``, so relative
+    accuracy is kept at every entry. ``lax.cumlogsumexp`` computes the same
+    but is ~10x slower on 1e5 entries on CPU (jax 0.10), and a parallel-prefix
+    ``associative_scan`` compiles several times slower.
+    """
+    if reverse:
+        return _cum_logsumexp(x[::-1])[::-1]
+    length = x.shape[0]
+    block = min(length, 256)
+    extra = (-length) % block
+    ninf = jnp.asarray(-jnp.inf, x.dtype)
+    xp = jnp.concatenate([x, jnp.full((extra,), ninf)]) if extra else x
+    nb = xp.shape[0] // block
+
+    def step(acc, row):
+        acc = jnp.logaddexp(acc, row)
+        return acc, acc
+
+    _, local = jax.lax.scan(step, jnp.full((nb,), ninf), xp.reshape(nb, block).T)  # (block, nb)
+    before = jnp.concatenate([ninf[None], jax.lax.cumlogsumexp(local[-1])[:-1]])
+    return jnp.logaddexp(local, before[None, :]).T.reshape(-1)[:length]
 
 
 def _log_softplus(z):
@@ -143,11 +170,6 @@ def _law_args(law, log_n, name="law"):
     return law.levels, law.log_prob, jnp.asarray(log_n, dt)
 
 
-def _bucket(length: int) -> int:
-    """Padded length: powers of two (at least 64), so kernels compile O(log L) times."""
-    return max(64, 1 << (length - 1).bit_length())
-
-
 def _pad(levels, log_prob):
     """Pad a law to its bucket with zero-probability copies of the top level.
 
@@ -200,7 +222,10 @@ def worst_of_n_level_law(law: RewardLaw, log_n):
     return mirrored[..., ::-1]
 
 
-def _tilted(levels, log_prob, lam):
+def _tilted(levels, log_prob, lam, skip_first=False):
+    """Tilted log-law normalised over the law's entries (all but the first
+    when ``skip_first``: a lumped level of a window law, whose level stands in
+    for all the mass below it and so has no meaningful tilted weight)."""
     top = jnp.max(jnp.where(log_prob > -jnp.inf, levels, -jnp.inf))
     bot = jnp.min(jnp.where(log_prob > -jnp.inf, levels, jnp.inf))
     c = jnp.where(lam >= 0, top, bot)
@@ -208,7 +233,8 @@ def _tilted(levels, log_prob, lam):
     on = u == 0
     lu = jnp.where(on, 0.0, lam * jnp.where(on, 1.0, u))
     z = jnp.where(log_prob > -jnp.inf, log_prob + lu, -jnp.inf)
-    return z - logsumexp(z)
+    first = jnp.arange(z.shape[-1]) == 0
+    return z - logsumexp(jnp.where(first & skip_first, -jnp.inf, z))
 
 
 _vec_tilted = jax.jit(jnp.vectorize(_tilted, signature="(l),(l),()->(l)"))
@@ -249,8 +275,7 @@ def level_kl(log_q, log_p):
     """
     if np.shape(log_q)[-1:] != np.shape(log_p)[-1:]:
         raise ValueError(
-            f"log_q and log_p must be over the same levels, got lengths {np.shape(log_q)[-1]} "
-            f"and {np.shape(log_p)[-1]}"
+            f"log_q and log_p must be over the same levels, got lengths {np.shape(log_q)[-1]} and {np.shape(log_p)[-1]}"
         )
     dt = nx.float_dtype(log_q, log_p)
     return _level_kl(jnp.asarray(log_q, dt), jnp.asarray(log_p, dt))
@@ -334,16 +359,17 @@ class BoNvsKLRL(NamedTuple):
 
 
 @jax.jit
-@functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),()->(),(),(),(),(),()")
-def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward):
+@functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
+def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
     """Jitted core of :func:`bon_vs_klrl`; ``n`` is a traced number, so one
-    compilation serves every ``n`` whose law falls in the same length bucket."""
+    compilation serves every ``n`` whose law falls in the same length bucket.
+    ``lumped``: the first entry is a window law's lump (see :func:`_tilted`)."""
     log_n = n * delta
     t = _tails(levels, log_prob)
     log_b = _bon_from_tails(t, log_prob, log_n)
     reward = jnp.sum(jnp.exp(log_b) * levels, axis=-1) / n
     kl_ref = _level_kl(log_b, log_prob) / n
-    kl_tilt = _level_kl(log_b, _tilted(levels, log_prob, lam)) / n
+    kl_tilt = _level_kl(log_b, _tilted(levels, log_prob, lam, lumped)) / n
     win = _win_from_tails(t, log_b)
     return lam, rl_reward, reward, kl_ref, kl_tilt, win
 
@@ -354,10 +380,51 @@ def _klrl_part(p, r, delta):
     return lam, _moments(p, r, lam)[0]
 
 
-def _bon_vs_klrl(p, r, law, delta):
+def _bon_vs_klrl(p, r, law, delta, lumped=False, klrl=None):
     n = jnp.asarray(law.n, law.log_prob.dtype)
-    lam, rl_reward = _klrl_part(p, r, delta)
-    return BoNvsKLRL(*_bon_vs_klrl_kernel(*_pad(law.levels, law.log_prob), n, delta, lam, rl_reward))
+    lam, rl_reward = _klrl_part(p, r, delta) if klrl is None else klrl
+    levels, log_prob = _pad_host(law) if isinstance(law.levels, np.ndarray) else _pad(law.levels, law.log_prob)
+    return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, jnp.asarray(lumped)))
+
+
+def _pad_host(law):
+    """:func:`_pad` in NumPy, for a law held in host arrays."""
+    extra = _bucket(law.levels.size) - law.levels.size
+    return (
+        np.concatenate([law.levels, np.full(extra, law.levels[-1])]),
+        np.concatenate([law.log_prob, np.full(extra, -np.inf)]),
+    )
+
+
+def _bon_window(p, r, n: int, delta, lam=None):
+    """The window law (:func:`~asymalign.sequence_laws._window_law`, in host
+    arrays) covering every ``λ*(Δ)`` of the batch ``delta`` (``lam``, solved
+    here if not given), or ``None`` when it does not apply or its lumped
+    level would carry best-of-N mass ``F(lump)^N > 1e-15`` (checked for the
+    smallest ``N``; ``F(lump) = 1 - P(window)`` is itself only known to
+    rounding, so no smaller bound can be checked)."""
+    delta = np.asarray(delta, np.float64)
+    if delta.size == 0 or not np.all(np.isfinite(delta)):
+        return None
+    if lam is None:
+        lam = _klrl_part(*_prep(p, r, delta.reshape(-1)))[0]
+    lam = np.asarray(lam)
+    if not np.all(np.isfinite(lam)):
+        return None
+    found = _window_law(p, r, n, float(lam.min()), float(lam.max()))
+    if found is None:
+        return None
+    law, lumped = found
+    if lumped:
+        # B_N(lump) = F(lump)^N with -log F(lump) = -log1p(-S), S the mass above the lump.
+        log_s = min(float(np.logaddexp.reduce(law.log_prob[1:])), 0.0)
+        if log_s < -30.0:
+            log_neg_log_f = log_s
+        else:
+            log_neg_log_f = math.log(-math.log1p(-math.exp(log_s))) if log_s < 0.0 else math.inf
+        if log_neg_log_f + n * float(delta.min()) < math.log(_LUMP_BOUND):
+            return None
+    return law, lumped
 
 
 def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKLRL:
@@ -369,6 +436,17 @@ def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKL
     ``p, r, n``) is built if not given; passing it makes the call jittable in
     ``delta`` (and in ``p``, ``r`` for jittable laws).
 
+    Without ``law`` (and for two rewards or lattice rewards), only the levels
+    where best-of-N can have mass are computed: those where the tilted laws
+    ``φ_{λ*}^n`` of the batch of Δ leave out at most ``e^{-60}`` on either
+    side (Chernoff), with all the mass below lumped into one level so that
+    ``F`` and ``S`` stay exact there. Above the tilted mean ``B_N(s) <= N
+    P_n(s) <= φ_{λ*}^n(s)``, so best-of-N loses at most ``e^{-60}`` above; the
+    lump is used only if it carries best-of-N mass ``F^N <= 1e-15``, else the
+    full law is built. This makes large ``n`` cheap (``O(√n log n)`` levels
+    and work instead of ``O(n)``); the results agree with the full law to
+    ~1e-12 relative.
+
     >>> import asymalign as aa
     >>> res = aa.bon_vs_klrl([0.7, 0.3], [0.0, 1.0], 256, 0.2)
     >>> abs(float(res.bon_reward - res.rl_reward)) < 0.02
@@ -377,9 +455,14 @@ def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKL
     n = check_positive_int(n, "n")
     check_model(p, r)
     check_nonneg(delta, "delta")
-    if law is None:
-        law = reward_law(p, r, n)
-    else:
+    if law is not None:
         check_law(law, p, r, n)
+        p, r, delta = _prep(p, r, delta)
+        return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype))
+    concrete = is_concrete(p, r, delta)
+    p_in, r_in, delta_in = p, r, delta
     p, r, delta = _prep(p, r, delta)
-    return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype))
+    klrl = _klrl_part(p, r, delta)
+    window = _bon_window(p_in, r_in, n, delta_in, klrl[0]) if concrete else None
+    law, lumped = window if window is not None else (reward_law(p_in, r_in, n), False)
+    return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype), lumped, klrl)

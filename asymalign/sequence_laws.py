@@ -92,9 +92,7 @@ class RewardLaw:
         return jnp.exp(self.log_prob)
 
 
-jax.tree_util.register_dataclass(
-    RewardLaw, data_fields=["levels", "log_prob"], meta_fields=["n", "fingerprint"]
-)
+jax.tree_util.register_dataclass(RewardLaw, data_fields=["levels", "log_prob"], meta_fields=["n", "fingerprint"])
 
 
 # ---------------------------------------------------------------------------
@@ -273,24 +271,24 @@ def _fft_size(n: int, span: int) -> int:
     return max(64, 1 << int(math.ceil(math.log2(need))))
 
 
-def _mincoins(mask, span: int, n: int, L: int):
-    """Exact reachability of lattice levels: ``s`` is a sum of ``n`` letters of
-    ``D = {m : w(m) > 0}`` (with ``0 ∈ D``) iff the fewest nonzero letters
-    summing to ``s`` is ``<= n``. Coin change up to ``span^2``; beyond, an
-    optimal representation always uses the largest letter ``span``."""
+def _mincoins(mask, span: int, n: int, s):
+    """Exact reachability of lattice levels ``s`` (an integer array): ``s`` is a
+    sum of ``n`` letters of ``D = {m : w(m) > 0}`` (with ``0 ∈ D``) iff the
+    fewest nonzero letters summing to ``s`` is ``<= n``. Coin change up to
+    ``span^2``; beyond, an optimal representation always uses the largest
+    letter ``span``."""
     B = span * span + span
     coins = jnp.arange(1, span + 1)
     usable = mask[1:]
     big = jnp.iinfo(jnp.int32).max // 4
 
-    def body(s, dp):
-        prev = dp[jnp.clip(s - coins, 0, B)]
-        cand = jnp.where(usable & (coins <= s), prev + 1, big)
-        return dp.at[s].set(jnp.minimum(jnp.min(cand), big))
+    def body(t, dp):
+        prev = dp[jnp.clip(t - coins, 0, B)]
+        cand = jnp.where(usable & (coins <= t), prev + 1, big)
+        return dp.at[t].set(jnp.minimum(jnp.min(cand), big))
 
     dp = jnp.full((B + 1,), big, dtype=jnp.int32).at[0].set(0)
     dp = jax.lax.fori_loop(1, B + 1, body, dp)
-    s = jnp.arange(L)
     q = jnp.maximum(0, -((B - s) // span))  # ceil((s - B)/span) for s > B
     base = dp[jnp.clip(s - q * span, 0, B)]
     count = jnp.where(base >= big, big, base + q)
@@ -330,62 +328,98 @@ def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
     return _lattice_log_law_scored(log_w, n, num_tilts, fft_size)[0]
 
 
-def _lattice_log_law_scored(log_w, n: int, num_tilts: int, fft_size: int):
-    """``(log P, score)``: ``score(s) = log(Q(s) / max Q)`` in the window that
-    resolved level ``s``; the relative error there is about ``1e-16 e^{-score}``."""
+def _tilt_stats(log_w, theta):
+    """``(φ_θ, Λ_w(θ), Λ_w'(θ))`` of the per-token lattice index law."""
+    m = jnp.arange(log_w.shape[-1], dtype=log_w.dtype)
+    z = log_w + theta * m
+    lam_w = logsumexp(z)
+    ph = jnp.exp(z - lam_w)
+    return ph, lam_w, jnp.sum(ph * m)
+
+
+def _window_reader(log_w, n: int, M: int):
+    """``window(θ) -> (centre, ratio, Q)``: the tilted law ``Q = (w_θ)^{*n}`` on
+    the ``M`` levels ``centre - M//2 .. centre + M//2 - 1`` from one inverse
+    FFT, ``centre = round(n Λ_w'(θ))``, and ``ratio = Q / max Q`` (THEORY.md §7).
+    Then ``P_n(s) = Q(s) e^{-θ s + n Λ_w(θ)}``."""
     span = log_w.shape[-1] - 1
     L = n * span + 1
-    M = fft_size
     dt = log_w.dtype
-    if span == 0:
-        return jnp.zeros((1,), dt), jnp.zeros((1,), dt)
-    th_grid, u = _fisher_length_grid(log_w, n)
-    targets = jnp.linspace(0.0, u[-1], num_tilts)
-    thetas = jnp.interp(targets, u, th_grid)
-
     m = jnp.arange(span + 1, dtype=dt)
     omega = 2.0 * jnp.pi * jnp.fft.rfftfreq(M).astype(dt)  # [0, π]
     cdt = jnp.result_type(dt, jnp.complex64)
     # e^{-iωm} for all frequencies and letters, shared by every tilt.
     table = jnp.exp(-1j * (omega[:, None] * m[None, :]).astype(cdt))
-    t_idx = jnp.arange(M) - M // 2  # window offsets, centre at M//2 after shift
-    pad = M // 2 + 1
-    width = L + 2 * pad
+    t_idx = jnp.arange(M) - M // 2  # window offsets
 
     def window(theta):
-        z = log_w + theta * m
-        lam_w = logsumexp(z)
-        ph = jnp.exp(z - lam_w)
-        mu = jnp.sum(ph * m)
-        centre = jnp.clip(jnp.round(n * mu), 0, L - 1)
-        # χ_c(ω) = e^{iωμ} Σ_m φ_θ(m) e^{-iωm};  Z = χ_c^n e^{iω(o - nμ)}, o the centre.
-        chi = table @ ph.astype(cdt)
-        logz = n * (jnp.log(chi) + 1j * (omega * mu).astype(cdt)) + 1j * (omega * (centre - n * mu)).astype(cdt)
-        q = jnp.fft.irfft(jnp.exp(logz), n=M)
-        q = jnp.roll(q, M // 2)  # index j <-> offset t = j - M//2
-        logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
-        score = logq - jnp.max(logq)
-        s = centre + t_idx
-        logp = logq - theta * s + n * lam_w
-        return centre.astype(jnp.int32), score, logp
+        ph, _, mu = _tilt_stats(log_w, theta)
+        centre = jnp.clip(jnp.round(n * mu), 0, L - 1).astype(jnp.int32)
+        # Characteristic function χ(ω) = Σ_m φ_θ(m) e^{-iωm}; |χ| <= 1, so its
+        # n-th power by repeated squaring (static n) cannot overflow and its
+        # relative error grows only like log2(n) ulps (no large-phase trig).
+        q = jnp.fft.irfft(jax.lax.integer_pow(table @ ph.astype(cdt), n), n=M)
+        q = q[(centre + t_idx) % M]  # the circular law read around the centre
+        return centre, q / jnp.max(q), q
 
-    def step(carry, theta):
-        best_score, best_logp = carry
-        centre, score, logp = window(theta)
-        start = centre - M // 2 + pad
-        cur_s = jax.lax.dynamic_slice(best_score, (start,), (M,))
-        cur_p = jax.lax.dynamic_slice(best_logp, (start,), (M,))
-        better = score > cur_s
-        best_score = jax.lax.dynamic_update_slice(best_score, jnp.where(better, score, cur_s), (start,))
-        best_logp = jax.lax.dynamic_update_slice(best_logp, jnp.where(better, logp, cur_p), (start,))
-        return (best_score, best_logp), None
+    return window
 
-    init = (jnp.full((width,), -jnp.inf, dt), jnp.full((width,), -jnp.inf, dt))
-    (best_score, best_logp), _ = jax.lax.scan(step, init, thetas)
-    logp = best_logp[pad : pad + L]
-    reach = _mincoins(log_w > -jnp.inf, span, n, L)
-    logp = jnp.where(reach, logp, -jnp.inf)
-    score = jnp.where(reach, best_score[pad : pad + L], 0.0)
+
+def _best_windows(log_w, n: int, thetas, M: int, base, size: int):
+    """Best reading of levels ``base .. base + size - 1`` over the tilts
+    ``thetas``: each level takes its value from the window where ``Q/max Q``
+    is largest; unreachable levels get ``-inf``. Returns ``(log P, score)``
+    with ``score = log(Q/max Q)`` there (relative error ~``1e-16 e^{-score}``)."""
+    span = log_w.shape[-1] - 1
+    dt = log_w.dtype
+    window = _window_reader(log_w, n, M)
+    pad = M + 1  # centres may lie up to M/2 outside the output range
+    width = size + 2 * pad
+
+    def step(carry, j_theta):
+        best_ratio, best_q, best_j = carry
+        j, theta = j_theta
+        centre, ratio, q = window(theta)
+        start = jnp.clip(centre - base - M // 2 + pad, 0, width - M)
+        cur_r = jax.lax.dynamic_slice(best_ratio, (start,), (M,))
+        better = ratio > cur_r
+        best_ratio = jax.lax.dynamic_update_slice(best_ratio, jnp.where(better, ratio, cur_r), (start,))
+        cur_q = jax.lax.dynamic_slice(best_q, (start,), (M,))
+        best_q = jax.lax.dynamic_update_slice(best_q, jnp.where(better, q, cur_q), (start,))
+        cur_j = jax.lax.dynamic_slice(best_j, (start,), (M,))
+        best_j = jax.lax.dynamic_update_slice(best_j, jnp.where(better, j, cur_j), (start,))
+        return (best_ratio, best_q, best_j), None
+
+    init = (jnp.full((width,), -jnp.inf, dt), jnp.zeros((width,), dt), jnp.zeros((width,), jnp.int32))
+    js = jnp.arange(thetas.shape[0], dtype=jnp.int32)
+    (ratio, q, j), _ = jax.lax.scan(step, init, (js, thetas))
+    ratio, q, j = ratio[pad : pad + size], q[pad : pad + size], j[pad : pad + size]
+    lam_w = jax.vmap(lambda th: _tilt_stats(log_w, th)[1])(thetas)
+    s = base + jnp.arange(size)
+    reach = _mincoins(log_w > -jnp.inf, span, n, s)
+    ok = reach & (q > 0)
+    logp = jnp.where(ok, jnp.log(jnp.where(ok, q, 1.0)) - thetas[j] * s + n * lam_w[j], -jnp.inf)
+    # A reachable level that no window reads as positive is unresolved: score -inf.
+    score = jnp.where(ok, jnp.log(jnp.where(ok, ratio, 1.0)), jnp.where(reach, -jnp.inf, 0.0))
+    return logp, score
+
+
+def _lattice_thetas(log_w, n: int, num_tilts: int):
+    """The tilts of the full law: evenly spaced in Fisher length ``u(θ)``."""
+    th_grid, u = _fisher_length_grid(log_w, n)
+    return jnp.interp(jnp.linspace(0.0, u[-1], num_tilts), u, th_grid)
+
+
+def _lattice_log_law_scored(log_w, n: int, num_tilts: int, fft_size: int):
+    """``(log P, score)``: ``score(s) = log(Q(s) / max Q)`` in the window that
+    resolved level ``s``; the relative error there is about ``1e-16 e^{-score}``."""
+    span = log_w.shape[-1] - 1
+    L = n * span + 1
+    dt = log_w.dtype
+    if span == 0:
+        return jnp.zeros((1,), dt), jnp.zeros((1,), dt)
+    thetas = _lattice_thetas(log_w, n, num_tilts)
+    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, L)
     return logp - logsumexp(logp), score
 
 
@@ -418,12 +452,29 @@ def default_num_tilts(n: int, span: int) -> int:
     return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
 
 
-_fisher_length_jit = jax.jit(lambda log_w, n: _fisher_length_grid(log_w, n)[1][-1])
+_fisher_length_jit = jax.jit(_fisher_length_grid)  # n traced: one compilation per alphabet size
 
 
-def _needed_tilts(log_w, n: int) -> int:
-    u_max = _fisher_length_jit(jnp.asarray(log_w), jnp.asarray(float(n), jnp.asarray(log_w).dtype))
-    return int(math.ceil(math.sqrt(n) * float(u_max) / _CENTRE_SPACING)) + 2
+def _host_thetas(log_w, n: int) -> np.ndarray:
+    """The full law's tilts (as :func:`_lattice_thetas`), their number
+    ``√n u_max / 3 + 2`` found from the Fisher length, computed without a
+    compilation per number of tilts."""
+    th, u = (np.asarray(a) for a in _fisher_length_jit(log_w, jnp.asarray(float(n), log_w.dtype)))
+    num_tilts = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
+    return np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
+
+
+def _pad_tilts(thetas: np.ndarray) -> jax.Array:
+    """Tilts padded to a bucket by repeating the last (a repeated window
+    changes nothing: only a strictly better score replaces a reading)."""
+    size = _bucket(thetas.size, 8)
+    return jnp.asarray(np.concatenate([thetas, np.full(size - thetas.size, thetas[-1])]))
+
+
+def _lattice_from_thetas(log_w, n: int, thetas, fft_size: int):
+    """Full lattice law from given tilts: ``(log P normalised, score)``."""
+    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, n * (log_w.shape[-1] - 1) + 1)
+    return logp - logsumexp(logp), score
 
 
 def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) -> RewardLaw:
@@ -520,15 +571,11 @@ def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
         return RewardLaw(jnp.asarray(levels), jnp.asarray(logp), n, fp)
     if lattice is None:
         raise ValueError("method='lattice': the rewards on supp p are not on a lattice a + h*m")
-    a, h, m = lattice
-    span = int(m[-1])
-    log_w = np.full(span + 1, -np.inf)
-    log_w[m] = np.log(weights)
-    log_w = jnp.asarray(log_w)
+    a, h, span, log_w = _lattice_log_w(lattice, weights)
     if span == 0:
         return RewardLaw(jnp.asarray([n * a]), jnp.zeros(1), n, fp)
-    num_tilts = _needed_tilts(log_w, n)
-    logp, score = (np.asarray(a) for a in _lattice_jit(log_w, n, num_tilts, _fft_size(n, span)))
+    thetas = _pad_tilts(_host_thetas(log_w, n))
+    logp, score = (np.asarray(a) for a in _lattice_jit(log_w, n, thetas, _fft_size(n, span)))
     if np.min(score) < _MIN_SCORE:
         if float(n) * n * (span + 1) ** 2 <= _MAX_DP_WORK:
             logp = np.asarray(_lattice_dp_jit(log_w, n))
@@ -545,5 +592,166 @@ def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
     return RewardLaw(jnp.asarray(levels), jnp.asarray(logp[idx]), n, fp)
 
 
-_lattice_jit = jax.jit(_lattice_log_law_scored, static_argnums=(1, 2, 3))
+def _lattice_log_w(lattice, weights):
+    """``(a, h, span, log w)``: per-token log-law of the lattice index ``m``."""
+    a, h, m = lattice
+    span = int(m[-1])
+    log_w = np.full(span + 1, -np.inf)
+    log_w[m] = np.log(weights)
+    return a, h, span, jnp.asarray(log_w)
+
+
+_lattice_jit = jax.jit(_lattice_from_thetas, static_argnums=(1, 3))
 _lattice_dp_jit = jax.jit(_lattice_log_law_dp, static_argnums=(1,))
+
+
+# ---------------------------------------------------------------------------
+# window laws: only the levels a range of tilted laws puts mass on
+# ---------------------------------------------------------------------------
+
+# Each side of a window law leaves out tilted mass at most e^-_WINDOW_BOUND.
+_WINDOW_BOUND = 60.0
+
+
+@jax.jit
+def _chernoff_cutoffs(values, log_w, lam_lo, lam_hi, kappa):
+    r"""Per-token rewards ``x_lo <= Λ'(λ_lo)``, ``x_hi >= Λ'(λ_hi)`` with
+    ``I_λ(x) = κ``, where ``I_λ(x) = I(x) - λx + Λ(λ)`` is the rate function of
+    the tilted model ``φ_λ`` (THEORY.md §4), so that by Chernoff
+    ``φ_{λ_lo}^n(r_n < n x_lo) <= e^{-nκ}`` and ``φ_{λ_hi}^n(r_n > n x_hi) <= e^{-nκ}``.
+    With ``x = Λ'(t)``: ``I_λ(Λ'(t)) = (t-λ)Λ'(t) - Λ(t) + Λ(λ)``, monotone in
+    ``|t - λ|``; where it never reaches ``κ`` the cutoff is ``r_min`` / ``r_max``.
+    """
+    r_lo, r_hi = values[0], values[-1]
+    scale = r_hi - r_lo
+
+    def excess(t, lam, c):  # I_λ(Λ'(t)) with every log-sum-exp shifted by c
+        zt = log_w + t * (values - c)
+        lt = logsumexp(zt)
+        mt = jnp.sum(jnp.exp(zt - lt) * (values - c))
+        return (t - lam) * mt - lt + logsumexp(log_w + lam * (values - c)), c + mt
+
+    v = jnp.asarray(nx._SINH_V, values.dtype)
+    hi = nx.sinh_bisect(lambda x: excess(lam_hi + x, lam_hi, r_hi)[0] - kappa, scale, 0.0, v)
+    lo = nx.sinh_bisect(lambda x: excess(lam_lo - x, lam_lo, r_lo)[0] - kappa, scale, 0.0, v)
+    far = jnp.sinh(v) / scale
+    x_hi = jnp.where(excess(lam_hi + far, lam_hi, r_hi)[0] < kappa, r_hi, excess(lam_hi + hi, lam_hi, r_hi)[1])
+    x_lo = jnp.where(excess(lam_lo - far, lam_lo, r_lo)[0] < kappa, r_lo, excess(lam_lo - lo, lam_lo, r_lo)[1])
+    return x_lo, x_hi
+
+
+def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
+    """``log P(M_n = j)``, ``M_n ~ Binomial(n, w1)``, for ``j = lo..hi``, in
+    float64 NumPy whatever JAX's precision: ``log C(n, j)`` as ``log C(n, lo)``
+    (``lgamma``) plus a cumulative sum of ``log((n-t+1)/t)``, never as a
+    difference of ``lgamma`` values of size ``n log n``."""
+    t = np.arange(lo + 1, hi + 1, dtype=np.float64)
+    log_c0 = math.lgamma(n + 1.0) - math.lgamma(lo + 1.0) - math.lgamma(n - lo + 1.0)
+    log_c = log_c0 + np.concatenate([[0.0], np.cumsum(np.log((n - t + 1.0) / t))])
+    j = np.arange(lo, hi + 1, dtype=np.float64)
+    return log_c + j * math.log(w1) + (n - j) * math.log1p(-w1)
+
+
+_window_jit = jax.jit(_best_windows, static_argnums=(1, 3, 5))
+
+
+def _window_law(p, r, n: int, lam_lo: float, lam_hi: float):
+    r"""The law of ``r_n`` only where the tilted laws ``φ_λ^n``, ``λ ∈ [λ_lo, λ_hi]``,
+    put mass, for best-of-N at ``log N = nΔ`` with ``λ*(Δ)`` in that range.
+
+    Levels ``n x_lo <= s <= n x_hi`` (:func:`_chernoff_cutoffs`: each side
+    leaves out tilted mass ``<= e^{-60}``) are computed exactly: the binomial
+    law for two rewards; for a lattice, every other tilted window of the full
+    law (§7) whose centre falls in the range, plus one on each side, with an
+    FFT length sized for those tilts (:func:`_window_fft_size`). All the
+    mass below is lumped into one extra level just below the range, so ``F``
+    and ``S`` (hence ``B_N``, ``KL(π_N||p^n)``, the win rate) are exact on the
+    range; the mass above is dropped (``<= e^{-60}`` under ``φ_λ^n``, hence
+    also under ``π_N``: ``B_N(s) <= N P_n(s) <= φ_{λ*}^n(s)`` above the tilted
+    mean). Host-side.
+
+    Returns:
+      ``(law, has_lump)`` (``law`` in NumPy arrays), or ``None`` when no such shortcut applies (not a
+      lattice nor two rewards, infinite λ, a law with deep dips, or a range
+      covering most levels, where the full :func:`reward_law` is as cheap).
+    """
+    if not (math.isfinite(lam_lo) and math.isfinite(lam_hi)):
+        return None
+    values, weights = pushforward(p, r)
+    k = values.size
+    if k < 2:
+        return None
+    lattice = _detect_lattice(values)
+    if k == 2:
+        lattice = (float(values[0]), float(values[1] - values[0]), np.array([0, 1]))
+    if lattice is None or int(lattice[2][-1]) * n + 1 > _MAX_LATTICE_LEVELS:
+        return None
+    a, h, span, log_w = _lattice_log_w(lattice, weights)
+    L = n * span + 1
+    x_lo, x_hi = (
+        float(x)
+        for x in _chernoff_cutoffs(jnp.asarray(values), jnp.asarray(np.log(weights)), lam_lo, lam_hi, _WINDOW_BOUND / n)
+    )
+    i_lo = max(0, int(math.floor(n * (x_lo - a) / h)) - 1)
+    i_hi = min(L - 1, int(math.ceil(n * (x_hi - a) / h)) + 1)
+    if k == 2:
+        idx = np.arange(i_lo, i_hi + 1)
+        logp = _binomial_window(float(weights[1]), n, i_lo, i_hi)
+    else:
+        if 2 * (i_hi - i_lo + 1) > L:
+            return None
+        # Every other tilt of the full law (centres ~6 tilted sd apart, so each
+        # level is read within ~3 sd of a centre: score >= ~-4.5), covering
+        # [i_lo, i_hi] with one more on each side.
+        thetas = _host_thetas(log_w, n)
+        m = np.arange(span + 1)
+        z = np.asarray(log_w)[None, :] + thetas[:, None] * m
+        with np.errstate(invalid="ignore"):
+            ph = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+        mean = ph @ m
+        centres = np.clip(np.round(n * mean), 0, L - 1)
+        first = max(0, int(np.searchsorted(centres, i_lo, side="right")) - 1)
+        last = min(centres.size - 1, int(np.searchsorted(centres, i_hi, side="left")))
+        pick = np.unique(np.concatenate([np.arange(first, last + 1, 2), [last]]))
+        sd = math.sqrt(n * float(np.max(ph[pick] @ (m * m) - mean[pick] ** 2)))
+        fft_size = min(_fft_size(n, span), _window_fft_size(n, span, sd))
+        if np.any(centres[pick] < i_lo - fft_size // 2) or np.any(centres[pick] > i_hi + fft_size // 2):
+            return None
+        size = i_hi - i_lo + 1
+        logp, score = _window_jit(log_w, n, _pad_tilts(thetas[pick]), fft_size, i_lo, _bucket(size))
+        logp, score = np.asarray(logp)[:size], np.asarray(score)[:size]
+        if np.min(score) < _MIN_SCORE:
+            return None
+        idx = np.arange(i_lo, i_hi + 1)
+    keep = np.isfinite(logp)
+    idx, logp = idx[keep], logp[keep]
+    levels = n * a + h * idx.astype(np.float64)
+    has_lump = i_lo > 0
+    if has_lump:
+        total = min(float(np.logaddexp.reduce(logp)), 0.0)
+        lump = math.log(-math.expm1(total)) if total < 0.0 else -math.inf
+        levels = np.concatenate([[n * a + h * (i_lo - 1)], levels])
+        logp = np.concatenate([[lump], logp])
+    # Host arrays: the caller pads them in NumPy before the one device transfer.
+    return RewardLaw(levels, logp, n, _fingerprint(values, weights)), has_lump
+
+
+# Window laws: aliased mass at a read level below e^-_WINDOW_ALIAS_LOG (Bernstein).
+_WINDOW_ALIAS_LOG = 60.0
+
+
+def _window_fft_size(n: int, span: int, sd: float) -> int:
+    """FFT length for windows of tilted laws with standard deviation ``<= sd``
+    (levels): a level read within ``3 sd`` of a centre is aliased only with
+    levels ``d`` further away, ``P(|r_n - c| >= d) <= 2 exp(-d^2 / (2(sd^2 + span d/3)))``
+    (Bernstein, letters in ``[0, span]``) ``<= e^{-60}``. Sizes ``2^a`` or ``3·2^a``."""
+    A = _WINDOW_ALIAS_LOG + math.log(2.0)
+    d = A * span / 3.0 + math.sqrt((A * span / 3.0) ** 2 + 2.0 * A * sd * sd)
+    need = int(math.ceil(2.0 * (d + 4.0 * sd)))
+    sizes = [1 << a for a in range(6, 40)] + [3 << a for a in range(5, 39)]
+    return min(size for size in sizes if size >= need)
+
+
+def _bucket(length: int, minimum: int = 64) -> int:
+    """Padded length: powers of two (at least ``minimum``), so kernels compile O(log L) times."""
+    return max(minimum, 1 << (length - 1).bit_length())

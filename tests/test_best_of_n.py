@@ -688,3 +688,98 @@ def test_bon_vs_klrl_jit_in_delta():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
     mapped = jax.vmap(lambda d: aa.bon_vs_klrl(p, r, n, d, law=law))(jnp.asarray(deltas))
     np.testing.assert_allclose(np.asarray(mapped.bon_kl), [_lg(f(d).bon_kl) for d in deltas], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# bon_vs_klrl without a law: the window law (only where best-of-N has mass)
+# ---------------------------------------------------------------------------
+
+
+def _assert_same_bon_vs_klrl(a, b, rtol=1e-9):
+    for name in ("lam", "rl_reward", "bon_reward", "bon_kl", "win_rate"):
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-13, err_msg=name)
+    # KL(π_N||φ^n)/n is a small difference of O(1) per-token terms
+    np.testing.assert_allclose(np.asarray(a.bon_kl_to_tilt), np.asarray(b.bon_kl_to_tilt), rtol=1e-7, atol=1e-11)
+
+
+@st.composite
+def _span4_models(draw):
+    """Rewards a + h·m, m in {0..4} (the extremes with positive probability,
+    inner letters possibly absent or tiny); one span keeps compilations few."""
+    w = draw(S.probs(k=5, zeros=True, min_support=2))
+    w[0] += 0.02
+    w[4] += 0.02
+    a = draw(st.sampled_from([0.0, -1.5, 3.0]))
+    h = draw(st.sampled_from([1.0, 0.25, 2.0]))
+    return w / w.sum(), a + h * np.arange(5.0)
+
+
+@given(_span4_models(), st.sampled_from([300, 1000]), st.floats(0.0, 0.9))
+def test_window_law_matches_the_full_law(model, n, frac):
+    """bon_vs_klrl(p, r, n, Δ) computes the law only on the levels where the
+    tilted laws have mass (plus one lumped level below): it must agree with
+    the full law passed explicitly, whatever the model (zeros, tiny letters
+    that force the fallback, Δ = 0)."""
+    p, r = model
+    delta = frac * float(aa.max_kl(p, r))
+    full = aa.bon_vs_klrl(p, r, n, delta, law=aa.reward_law(p, r, n))
+    _assert_same_bon_vs_klrl(aa.bon_vs_klrl(p, r, n, delta), full)
+
+
+@pytest.mark.parametrize(
+    "p, r, n",
+    [
+        ([0.7, 0.3], [0.0, 1.0], 20000),  # binomial window
+        ([0.1, 0.2, 0.3, 0.15, 0.25], [0.0, 1.0, 2.0, 3.0, 5.0], 5000),  # lattice windows (span 5, gap at 4)
+        ([0.25, 0.0, 0.5, 0.25], [-1.5, 9.0, 0.5, 2.5], 3000),  # a = -1.5, h = 2, zero-probability letter
+    ],
+)
+@pytest.mark.parametrize("deltas", [0.05, [0.1, 0.3, 0.6]])
+def test_window_law_used_and_exact(p, r, n, deltas):
+    """The window law is really used here (a fraction of the levels), its
+    levels are the full law's with the same log-probabilities, its lump holds
+    exactly the mass below, the tilted mass it leaves out on either side is
+    below e^-60, and bon_vs_klrl agrees with the full law."""
+    from asymalign.best_of_n import _bon_window
+
+    p, r = np.array(p), np.array(r)
+    full = aa.reward_law(p, r, n)
+    found = _bon_window(p, r, n, deltas)
+    assert found is not None
+    law, lumped = found
+    assert lumped and law.levels.shape[0] < full.levels.shape[0] // 2
+    fl, fp = np.asarray(full.levels), np.asarray(full.log_prob)
+    wl, wp = np.asarray(law.levels), np.asarray(law.log_prob)
+    i0 = int(np.searchsorted(fl, wl[1] - 1e-9 * abs(wl[1])))
+    np.testing.assert_allclose(wl[1:], fl[i0 : i0 + wl.size - 1], rtol=1e-13)
+    np.testing.assert_allclose(wp[1:], fp[i0 : i0 + wl.size - 1], rtol=1e-10, atol=1e-10)
+    assert wl[0] < wl[1]
+    # the lump is 1 - (mass of the window): exact to absolute rounding
+    np.testing.assert_allclose(np.exp(wp[0]), np.exp(logsumexp(fp[:i0])), rtol=1e-10, atol=1e-14)
+    # neglected tilted mass, for the extreme λ* of the batch
+    lams = [np_lambda_star(p, r, d) if d > 0 else 0.0 for d in np.atleast_1d(deltas)]
+    for lam in (min(lams), max(lams)):
+        tilted = fp + lam * (fl - fl[-1])
+        tilted = tilted - logsumexp(tilted)
+        assert logsumexp(tilted[:i0]) <= -60 + 1e-6
+        assert logsumexp(tilted[i0 + wl.size - 1 :]) <= -60 + 1e-6
+    _assert_same_bon_vs_klrl(aa.bon_vs_klrl(p, r, n, deltas), aa.bon_vs_klrl(p, r, n, deltas, law=full))
+
+
+def test_window_law_not_used_where_it_cannot_be():
+    """Δ >= Δ_max (λ* = inf), non-lattice rewards and most-levels windows fall
+    back to the full law, with the same results as passing it."""
+    from asymalign.best_of_n import _bon_window
+
+    p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.0])
+    dmax = float(aa.max_kl(p, r))
+    assert _bon_window(p, r, 200, dmax) is None
+    assert _bon_window(p, r, 200, [0.1, 2 * dmax]) is None
+    assert _bon_window(p, r, 4, 0.1) is None  # 9 levels: nothing to gain
+    q, s = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, math.sqrt(2.0)])
+    assert _bon_window(q, s, 30, 0.1) is None  # not a lattice: types law
+    for delta in (dmax, 2 * dmax):
+        _assert_same_bon_vs_klrl(
+            aa.bon_vs_klrl(p, r, 200, delta), aa.bon_vs_klrl(p, r, 200, delta, law=aa.reward_law(p, r, 200))
+        )
