@@ -17,23 +17,23 @@ The estimators :func:`mc_mean`, :func:`mc_level_frequencies` and
 errors, to be compared with :func:`~asymalign.bon_reward`,
 :func:`~asymalign.bon_level_law` and :func:`~asymalign.bon_win_rate`.
 
-Sampling. Every token has the law ``c / 2^32`` with integer masses
-``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))`` (``F_p(j) = p_0 + … + p_j``,
-computed in float64 on the host), i.e. ``p`` rounded to a resolution of
-``2^-32``: a token with ``p_j = 0`` is never drawn and one with
+Sampling. When ``p`` is concrete, every token has the law ``c / 2^32`` with
+integer masses ``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))`` (``F_p(j) =
+p_0 + … + p_j``, computed in float64 on the host), i.e. ``p`` rounded to a
+resolution of ``2^-32``: a token with ``p_j = 0`` is never drawn and one with
 ``0 < p_j < 2^-33`` may be drawn with probability 0.
 
-When ``p`` is concrete (the usual case) and ``k <= 2^12``, tokens are drawn
-``m`` at a time, one uint32 word of ``jax.random.bits`` per group of ``m``
-consecutive tokens of a sequence, where ``m = min(n, ⌊12 / log2 k⌋)`` (``k^m
-<= 2^12``; ``m = 4`` for ``k = 8``). The ``k^m`` groups have integer masses
-``C`` summing to ``2^32`` built by rounding the product law ``c^{⊗m} /
-2^{32(m-1)}`` (first half of the group times second half, recursively),
-each cell to its floor or ceiling, with the row and column sums held exact (a 0-1 matrix with given margins, Ryser's
-greedy construction). Hence every position of a group has exactly the
-marginal law ``c / 2^32`` above, and a group differs from ``m`` independent
-tokens by less than ``(m - 1) · 2^-32`` per cell (zero wherever a token has
-``c_j = 0``). A group is drawn exactly with probability ``C / 2^32`` by
+For ``k <= 2^12`` tokens are drawn ``m`` at a time, one uint32 word of
+``jax.random.bits`` per group of ``m`` consecutive tokens of a sequence, where
+``m = min(n, ⌊12 / log2 k⌋)`` (``k^m <= 2^12``; ``m = 4`` for ``k = 8``). The
+``k^m`` groups have integer masses ``C`` summing to ``2^32``, built by rounding
+the product law ``Π_i c_{y_i} / 2^{32(m-1)}`` (first half of the group times
+second half, recursively) cell by cell to floor or ceiling with the row and
+column sums held exact (a 0-1 matrix with given margins: Ryser's greedy
+construction). Hence every position of a group has exactly the marginal law
+``c / 2^32``, and a group's probability differs from that of ``m``
+independent tokens by at most ``(m - 1) · 2^-32`` (and is 0 wherever a token
+has ``c_j = 0``). A group is drawn with probability exactly ``C / 2^32`` by
 Walker's alias method on a table of ``2^q >= k^m`` cells (``q <= 12``): the
 top ``q`` bits of the word pick a cell, the other ``32 - q`` bits are
 compared with its integer threshold. When ``n`` is not a multiple of ``m``,
@@ -339,7 +339,7 @@ def _simulate(key, sampler, r, *, n, num_samples, num_trials, plan, worst, retur
                 vals = lookup(full, idx, keep)
             else:
                 vals = jnp.concatenate([lookup(full, idx[:-1], keep[:-1]), lookup(part, idx[-1:], keep[-1:])])
-            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None  # _cells_from_bits
+            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None  # as _cells_from_bits
             return vals, units
 
         units_per_seq = num_groups
@@ -430,7 +430,9 @@ def simulate_bon(
     worst-of-N), THEORY.md §6, without this function using that law.
 
     Jit-compiled once per ``(n, num_samples, num_trials, chunk plan, worst,
-    return_tokens)`` and alphabet size. Memory is bounded by chunking (about
+    return_tokens)``, alphabet size and whether ``p`` is concrete (which
+    selects the sampler: groups of tokens per random word, or one word per
+    token). Memory is bounded by chunking (about
     ``chunk_size`` tokens at once, default ``2^21``), so ``N · n ·
     num_trials`` may be far beyond device memory; the result is bit-identical
     for every ``chunk_size`` (see the module docstring for the random stream
