@@ -17,14 +17,33 @@ The estimators :func:`mc_mean`, :func:`mc_level_frequencies` and
 errors, to be compared with :func:`~asymalign.bon_reward`,
 :func:`~asymalign.bon_level_law` and :func:`~asymalign.bon_win_rate`.
 
-Sampling. Each token is one uint32 word ``u`` of ``jax.random.bits``
-inverted through integer CDF thresholds ``t_j = round(2^32 F_p(j))``
-(``F_p(j) = p_0 + … + p_j``): the token is the number of thresholds ``<= u``.
-Token ``x`` is drawn with probability ``(t_x - t_{x-1}) / 2^32``, i.e. ``p``
-rounded to a resolution of ``2^-32`` (thresholds are computed in float64 on the
-host whenever ``p`` is concrete; a traced float32 ``p`` gives about ``2^-24``).
-A token with ``p_x = 0`` is never drawn; a token with ``0 < p_x < 2^-33`` may
-be drawn with probability 0.
+Sampling. When ``p`` is concrete, every token has the law ``c / 2^32`` with
+integer masses ``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))`` (``F_p(j) =
+p_0 + … + p_j``, computed in float64 on the host), i.e. ``p`` rounded to a
+resolution of ``2^-32``: a token with ``p_j = 0`` is never drawn and one with
+``0 < p_j < 2^-33`` may be drawn with probability 0.
+
+For ``k <= 2^12`` tokens are drawn ``m`` at a time, one uint32 word of
+``jax.random.bits`` per group of ``m`` consecutive tokens of a sequence, where
+``m = min(n, ⌊12 / log2 k⌋)`` (``k^m <= 2^12``; ``m = 4`` for ``k = 8``). The
+``k^m`` groups have integer masses ``C`` summing to ``2^32``, built by rounding
+the product law ``Π_i c_{y_i} / 2^{32(m-1)}`` (first half of the group times
+second half, recursively) cell by cell to floor or ceiling with the row and
+column sums held exact (a 0-1 matrix with given margins: Ryser's greedy
+construction). Hence every position of a group has exactly the marginal law
+``c / 2^32``, and a group's probability differs from that of ``m``
+independent tokens by at most ``(m - 1) · 2^-32`` (and is 0 wherever a token
+has ``c_j = 0``). A group is drawn with probability exactly ``C / 2^32`` by
+Walker's alias method on a table of ``2^q >= k^m`` cells (``q <= 12``): the
+top ``q`` bits of the word pick a cell, the other ``32 - q`` bits are
+compared with its integer threshold. When ``n`` is not a multiple of ``m``,
+the last group of a sequence uses only its first ``n mod m`` tokens.
+
+Otherwise (``p`` traced under an outer ``jit``, or ``k > 2^12``) each token
+is one word ``u`` inverted through integer CDF thresholds ``t_j = round(2^32
+F_p(j))``: the token is the number of thresholds ``<= u`` (drawn with
+probability ``(t_x - t_{x-1}) / 2^32``; a traced float32 ``p`` gives a
+resolution of about ``2^-24``).
 
 Memory and reproducibility. Trials are processed ``lax.map``-ped in chunks of
 ``vmap``-ped trials, and inside a trial the ``N`` samples are drawn in chunks
@@ -65,6 +84,8 @@ _BLOCK_TOKENS = 4096
 _DEFAULT_CHUNK = 2**21
 # Above this many thresholds, binary search beats comparing with all of them.
 _COMPARE_ALL_MAX = 32
+# Tokens grouped into one word index an alias table of at most 2^_TABLE_BITS cells.
+_TABLE_BITS = 12
 
 
 class BoNSimulation(NamedTuple):
@@ -155,6 +176,132 @@ def _draw_tokens(key, thresholds, last, shape):
     return _tokens_from_bits(jax.random.bits(key, shape, jnp.uint32), thresholds, last)
 
 
+class _Alias(NamedTuple):
+    """Alias table for groups of ``m`` tokens (see the module docstring).
+
+    A word ``u`` picks cell ``i = u >> (32 - q)`` and keeps it when
+    ``u mod 2^(32-q) < threshold[i]``, else takes ``alias[i]``; cell ``i``
+    is the group whose base-``k`` digits (first token most significant) are
+    ``i``. Cells ``>= k^m`` pad the table to ``2^q`` and have mass 0.
+    """
+
+    threshold: jax.Array  # (2^q,) uint32, in [0, 2^(32-q)]
+    alias: jax.Array  # (2^q,) int32
+
+
+def _group_size(k: int, n: int) -> int:
+    """Largest ``m <= n`` with ``k^m <= 2^_TABLE_BITS`` (0 when ``k`` is too large)."""
+    m = 0
+    while m < min(n, _TABLE_BITS) and k ** (m + 1) <= 2**_TABLE_BITS:
+        m += 1
+    return m
+
+
+def _token_masses(p) -> np.ndarray:
+    """Integer masses ``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))``, summing to ``2^32``."""
+    a = np.asarray(p, np.float64)
+    cdf = np.cumsum(a)
+    t = np.rint(cdf / cdf[-1] * 2.0**32).astype(np.int64)
+    t[-1] = 2**32
+    return np.diff(t, prepend=0)
+
+
+def _round_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer ``X_ij ∈ {⌊a_i b_j / 2^32⌋, ⌈a_i b_j / 2^32⌉}`` with row sums ``a`` and column sums ``b``.
+
+    ``a`` and ``b`` are integer masses summing to ``2^32``. Rounding the floors
+    up by a 0-1 matrix with the missing row and column sums is feasible (the
+    fractional parts are such a matrix, and the transportation polytope is
+    integral); Ryser's greedy builds one: each row rounds up in the columns of
+    largest remaining demand. Cells with ``a_i b_j = 0`` stay 0.
+    """
+    prod = np.multiply.outer(a.astype(object), b.astype(object))  # exact: up to 2^64
+    x = (prod >> 32).astype(np.int64)
+    frac = (prod & (2**32 - 1)).astype(np.int64)
+    need_row = a - x.sum(axis=1)
+    need_col = b - x.sum(axis=0)
+    for i in np.flatnonzero(need_row):
+        cols = np.lexsort((-frac[i], -need_col))[: need_row[i]]  # largest demand, then largest fraction
+        if np.any(need_col[cols] <= 0) or np.any(prod[i, cols] == 0):
+            raise AssertionError("margin-preserving rounding failed")  # impossible by Gale–Ryser
+        x[i, cols] += 1
+        need_col[cols] -= 1
+    if np.any(need_col):
+        raise AssertionError("margin-preserving rounding failed")
+    return x
+
+
+def _group_masses(c: np.ndarray, m: int) -> np.ndarray:
+    """Integer masses of ``m``-token groups (base-``k`` index, first token most significant), summing to ``2^32``.
+
+    The first ``m - m//2`` and the last ``m//2`` tokens are combined by
+    :func:`_round_outer`, recursively: every position has marginal ``c`` exactly
+    and each cell is within ``m - 1`` of the product ``Π_i c_{y_i} / 2^{32(m-1)}``.
+    """
+    if m == 1:
+        return c
+    return _round_outer(_group_masses(c, m - m // 2), _group_masses(c, m // 2)).reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _alias_table_host(masses: tuple, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer alias table for the law of ``m``-token groups (host side, cached)."""
+    group = _group_masses(np.asarray(masses, np.int64), m)
+    q = max(1, (group.size - 1).bit_length())
+    cap = 1 << (32 - q)  # mass of one cell; the table holds 2^q · cap = 2^32
+    mass = [int(v) for v in group] + [0] * ((1 << q) - group.size)
+    threshold = [cap] * len(mass)
+    alias = list(range(len(mass)))
+    small = [i for i, v in enumerate(mass) if v < cap]
+    large = [i for i, v in enumerate(mass) if v > cap]
+    while small:  # Walker/Vose, in exact integers
+        s, big = small.pop(), large[-1]
+        threshold[s], alias[s] = mass[s], big
+        mass[big] -= cap - mass[s]
+        if mass[big] <= cap:
+            large.pop()
+            if mass[big] < cap:
+                small.append(big)
+    if large:
+        raise AssertionError("alias table does not sum to 2^32")
+    return np.asarray(threshold, np.uint32), np.asarray(alias, np.int32)
+
+
+def _alias_table(p, m: int) -> _Alias:
+    thr, alias = _alias_table_host(tuple(int(v) for v in _token_masses(p)), m)
+    return _Alias(jnp.asarray(thr), jnp.asarray(alias))
+
+
+def _alias_split(bits, table: _Alias):
+    """Cell index ``i = u >> (32 - q)`` of each word and whether it is kept (``u mod 2^(32-q) < threshold[i]``)."""
+    shift = 32 - (table.threshold.shape[0].bit_length() - 1)
+    idx = (bits >> shift).astype(jnp.int32)
+    keep = (bits & jnp.uint32((1 << shift) - 1)) < table.threshold[idx]
+    return idx, keep
+
+
+def _cells_from_bits(bits, table: _Alias):
+    """The group drawn by each word: its cell if kept, else the cell's alias."""
+    idx, keep = _alias_split(bits, table)
+    return jnp.where(keep, idx, table.alias[idx])
+
+
+def _group_values(score, k: int, m: int, size: int, length: int):
+    """Score of each cell's first ``length`` tokens, summed left to right: ``Σ_{j<length} score[d_j(i)]``."""
+    cell = jnp.arange(size, dtype=jnp.int32)
+    vals = score[(cell // k ** (m - 1)) % k]
+    for j in range(1, length):
+        vals = vals + score[(cell // k ** (m - 1 - j)) % k]
+    return vals
+
+
+def _group_tokens(cells, k: int, m: int, n: int):
+    """Tokens of a sequence from its group cells ``(..., G)``: base-``k`` digits, first ``n`` kept."""
+    powers = k ** jnp.arange(m - 1, -1, -1, dtype=jnp.int32)
+    tok = (cells[..., None] // powers) % k
+    return tok.reshape(*cells.shape[:-1], -1)[..., :n].astype(jnp.int32)
+
+
 # ---------------------------------------------------------------------------
 # the jitted simulator
 # ---------------------------------------------------------------------------
@@ -162,48 +309,85 @@ def _draw_tokens(key, thresholds, last, shape):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("n", "num_samples", "num_trials", "plan", "worst", "return_tokens"),
+    static_argnames=("n", "num_samples", "num_trials", "plan", "worst", "return_tokens", "group"),
 )
-def _simulate(key, thresholds, last, r, *, n, num_samples, num_trials, plan, worst, return_tokens):
+def _simulate(key, sampler, r, *, n, num_samples, num_trials, plan, worst, return_tokens, group):
+    """``sampler`` is ``(thresholds, last)`` when ``group == 0`` (one word per
+    token), else an :class:`_Alias` for groups of ``group`` tokens."""
     block, bpc, num_chunks, tpc, num_trial_chunks = plan
     score = -r if worst else r  # maximise the score; negation is exact
     neg_inf = jnp.asarray(-jnp.inf, r.dtype)
+    k = r.shape[0]
+
+    if group:
+        m = group
+        num_groups = -(-n // m)
+        size = sampler.threshold.shape[0]
+        rest = n - (num_groups - 1) * m  # tokens used from the last group
+        full = _group_values(score, k, m, size, m)
+        part = full if rest == m else _group_values(score, k, m, size, rest)
+        # Each table with its values at the aliases: two gathers with the same index.
+        full, part = (full, full[sampler.alias]), (part, part[sampler.alias])
+
+        def lookup(table, idx, keep):
+            return jnp.where(keep, table[0][idx], table[1][idx])
+
+        def draw_values(bkey):
+            # (num_groups, block) words, group-major; the last group may be partial.
+            idx, keep = _alias_split(jax.random.bits(bkey, (num_groups, block), jnp.uint32), sampler)
+            if rest == m:
+                vals = lookup(full, idx, keep)
+            else:
+                vals = jnp.concatenate([lookup(full, idx[:-1], keep[:-1]), lookup(part, idx[-1:], keep[-1:])])
+            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None  # as _cells_from_bits
+            return vals, units
+
+        units_per_seq = num_groups
+    else:
+        thresholds, last_token = sampler
+
+        def draw_values(bkey):
+            tok = _draw_tokens(bkey, thresholds, last_token, (n, block))  # position-major
+            return score[tok], tok
+
+        units_per_seq = n
 
     def draw_block(trial_key, b):
-        # One fixed random block: (n, block) tokens, position-major.
-        tok = _draw_tokens(jax.random.fold_in(trial_key, b), thresholds, last, (n, block))
-        # Sum positions strictly left to right, so the float result does not
-        # depend on how blocks are batched (a tree reduction would).
-        vals = score[tok]
-        s = jax.lax.fori_loop(1, n, lambda t, acc: acc + vals[t], vals[0])
+        # One fixed random block of `block` sequences.
+        vals, units = draw_values(jax.random.fold_in(trial_key, b))
+        # Sum strictly left to right, so the float result does not depend on
+        # how blocks are batched (a tree reduction would).
+        s = jax.lax.fori_loop(1, vals.shape[0], lambda t, acc: acc + vals[t], vals[0])
         valid = b * block + jnp.arange(block) < num_samples
-        return jnp.where(valid, s, neg_inf), tok
+        return jnp.where(valid, s, neg_inf), units
 
     def trial(i):
         trial_key = jax.random.fold_in(key, i)
 
         def step(carry, c):
-            best, best_tok = carry
+            best, best_units = carry
             b = c * bpc + jnp.arange(bpc)
-            s, tok = jax.vmap(draw_block, in_axes=(None, 0))(trial_key, b)  # (bpc, block), (bpc, n, block)
+            s, units = jax.vmap(draw_block, in_axes=(None, 0))(trial_key, b)  # (bpc, block), (bpc, U, block)
             j = jnp.argmax(s.reshape(-1))  # first of the tied maxima
             sj = s.reshape(-1)[j]
             better = sj > best  # strict: earlier chunks win ties
             best = jnp.where(better, sj, best)
             if return_tokens:
-                best_tok = jnp.where(better, tok[j // block, :, j % block], best_tok)
-            return (best, best_tok), None
+                best_units = jnp.where(better, units[j // block, :, j % block], best_units)
+            return (best, best_units), None
 
-        init = (neg_inf, jnp.zeros((n,), jnp.int32) if return_tokens else None)
-        (best, best_tok), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
-        return (-best if worst else best), best_tok
+        init = (neg_inf, jnp.zeros((units_per_seq,), jnp.int32) if return_tokens else None)
+        (best, best_units), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
+        return (-best if worst else best), best_units
 
     # Trials in chunks of tpc (padded; the extra trials are discarded).
     idx = jnp.arange(num_trial_chunks * tpc).reshape(num_trial_chunks, tpc)
-    rewards, tokens = jax.lax.map(jax.vmap(trial), idx)
+    rewards, units = jax.lax.map(jax.vmap(trial), idx)
     rewards = rewards.reshape(-1)[:num_trials]
+    tokens = None
     if return_tokens:
-        tokens = tokens.reshape(-1, n)[:num_trials]
+        units = units.reshape(-1, units_per_seq)[:num_trials]
+        tokens = _group_tokens(units, k, group, n) if group else units
     return rewards, tokens
 
 
@@ -246,7 +430,9 @@ def simulate_bon(
     worst-of-N), THEORY.md §6, without this function using that law.
 
     Jit-compiled once per ``(n, num_samples, num_trials, chunk plan, worst,
-    return_tokens)`` and alphabet size. Memory is bounded by chunking (about
+    return_tokens)``, alphabet size and whether ``p`` is concrete (which
+    selects the sampler: groups of tokens per random word, or one word per
+    token). Memory is bounded by chunking (about
     ``chunk_size`` tokens at once, default ``2^21``), so ``N · n ·
     num_trials`` may be far beyond device memory; the result is bit-identical
     for every ``chunk_size`` (see the module docstring for the random stream
@@ -294,13 +480,13 @@ def simulate_bon(
     num_samples = check_positive_int(num_samples, "num_samples")
     num_trials = check_positive_int(num_trials, "num_trials")
     chunk_size = _DEFAULT_CHUNK if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
-    thresholds, last = _thresholds(p)
     r = jnp.asarray(r, nx.float_dtype(r))
+    group = _group_size(r.shape[0], n) if is_concrete(p) else 0
+    sampler = _alias_table(p, group) if group else _thresholds(p)
     plan = _plan(n, num_samples, num_trials, chunk_size)
     rewards, tokens = _simulate(
         key,
-        thresholds,
-        last,
+        sampler,
         r,
         n=n,
         num_samples=num_samples,
@@ -308,6 +494,7 @@ def simulate_bon(
         plan=plan,
         worst=bool(worst),
         return_tokens=bool(return_tokens),
+        group=group,
     )
     return BoNSimulation(rewards, tokens if return_tokens else None)
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import binom
 
 import asymalign as aa
@@ -209,6 +210,119 @@ def test_token_sampler_edges():
     assert int(last_t) == 4
 
 
+# Zeros at the ends and in the middle, a letter of probability 1e-11 < 2^-33
+# (rounded to mass 0) and one of 1e-7 (about 429 units of 2^-32).
+TABLE_MODELS = [
+    (np.array([0.0, 0.5, 0.0, 0.3, 0.2, 0.0]), 3),
+    (np.array([0.0, 0.4, 0.0, 0.35, 0.25 - 1e-7 - 1e-11, 1e-7, 1e-11]), 2),
+    (np.random.default_rng(5).dirichlet(np.ones(8)), 4),
+    (np.array([0.7, 0.3]), 12),
+    (np.array([1.0]), 5),
+]
+
+
+@pytest.mark.parametrize("p, m", TABLE_MODELS)
+def test_group_law_and_alias_table_are_exact(p, m):
+    # Exact integer checks of the grouped sampler (module docstring): token masses
+    # c = diff(round(2^32 F_p)), group masses C with marginals c at every position,
+    # within m - 1 of the product per cell, and an alias table whose implied law is C.
+    k = p.size
+    c = sim_mod._token_masses(p)
+    assert c.sum() == 2**32 and np.all(c >= 0)
+    np.testing.assert_array_equal(c, np.diff(np.rint(np.cumsum(p) * 2.0**32), prepend=0).astype(np.int64))
+    assert np.all(c[p == 0] == 0) and np.all(c[p < 2.0**-33] == 0)
+    C = sim_mod._group_masses(c, m)
+    assert C.shape == (k**m,) and C.sum() == 2**32 and np.all(C >= 0)
+    grid = C.reshape((k,) * m)
+    for pos in range(m):
+        np.testing.assert_array_equal(grid.sum(axis=tuple(a for a in range(m) if a != pos)), c)
+    prod = functools.reduce(np.multiply.outer, [c.astype(object)] * m).reshape(-1)  # exact integers
+    scale = 2 ** (32 * (m - 1))
+    err = np.abs(C.astype(object) * scale - prod)
+    assert np.all(err < max(m - 1, 1) * scale)  # |C - Π c / 2^{32(m-1)}| < m - 1 (exact for m = 1)
+    assert np.all(C[prod == 0] == 0)  # a group with a zero-mass token is never drawn
+    thr, alias = (np.asarray(a, np.int64) for a in sim_mod._alias_table_host(tuple(int(v) for v in c), m))
+    size = thr.size
+    q = size.bit_length() - 1
+    assert size == 2 ** max(1, (k**m - 1).bit_length()) and q <= sim_mod._TABLE_BITS
+    cap = 2 ** (32 - q)
+    assert np.all((thr >= 0) & (thr <= cap)) and np.all((alias >= 0) & (alias < size))
+    implied = thr.copy()
+    np.add.at(implied, alias, cap - thr)  # P(cell j) · 2^32 = thr_j + Σ_{alias_i = j} (cap - thr_i)
+    np.testing.assert_array_equal(implied, np.concatenate([C, np.zeros(size - k**m, np.int64)]))
+    # The jitted lookup: the last word keeping cell i, and the first one passing to its alias.
+    table = sim_mod._Alias(jnp.asarray(thr, jnp.uint32), jnp.asarray(alias, jnp.int32))
+    cells = np.arange(size)
+    has_own, has_alias = thr > 0, thr < cap
+    words = np.concatenate([cells[has_own] * cap + thr[has_own] - 1, cells[has_alias] * cap + thr[has_alias]])
+    got = np.asarray(sim_mod._cells_from_bits(jnp.asarray(words, jnp.uint32), table))
+    np.testing.assert_array_equal(got, np.concatenate([cells[has_own], alias[has_alias]]))
+
+
+def test_group_size():
+    assert [sim_mod._group_size(k, 64) for k in (1, 2, 3, 8, 16, 64, 65, 4096, 4097)] == [12, 12, 7, 4, 3, 2, 1, 1, 0]
+    assert sim_mod._group_size(8, 3) == 3 and sim_mod._group_size(2, 1) == 1
+
+
+def test_token_frequencies_match_p():
+    # Probabilistic (fixed key): with N = 1 the returned tokens are plain draws
+    # from p^n. k = 6 gives groups of m = 4 tokens, so n = 7 is one full group
+    # and a partial one of 3. Chi-square (4-sigma level) over all tokens, each
+    # position, and pairs inside a group, across the group boundary and inside
+    # the partial group; a z-bound for a letter of probability 3e-4.
+    p = np.array([0.0, 0.4, 0.0, 0.3497, 0.25, 3e-4])
+    r = np.array([9.0, 0.3, -9.0, 1.1, -0.4, 2.0])
+    n, trials = 7, 40_000
+    assert sim_mod._group_size(p.size, n) == 4
+    sim = aa.simulate_bon(jax.random.fold_in(KEY, 10), p, r, n, 1, trials, return_tokens=True)
+    tok = np.asarray(sim.tokens)
+    np.testing.assert_allclose(r[tok].sum(axis=1), np.asarray(sim.rewards), atol=1e-12)
+    alpha = 2 * stats.norm.sf(Z)
+
+    def chi2_ok(x, q):
+        on = q > 0
+        counts = np.bincount(x, minlength=q.size)
+        assert np.all(counts[~on] == 0)  # zeros in p are never drawn
+        expect = x.size * q[on]
+        return float(np.sum((counts[on] - expect) ** 2 / expect)) <= stats.chi2.isf(alpha, on.sum() - 1)
+
+    assert chi2_ok(tok.ravel(), p)
+    assert all(chi2_ok(tok[:, i], p) for i in range(n))
+    lumped = np.array([0, 1, 2, 3, 4, 4])  # the rare letter joins letter 4 for pair counts
+    q = np.bincount(lumped, weights=p)
+    for i, j in ((0, 1), (2, 3), (3, 4), (5, 6)):
+        assert chi2_ok(lumped[tok[:, i]] * q.size + lumped[tok[:, j]], np.outer(q, q).ravel())
+    m = tok.size
+    assert abs(np.sum(tok == 5) - m * p[5]) <= Z * np.sqrt(m * p[5] * (1 - p[5])) + 1
+    # The same checks reject slightly wrong laws.
+    wrong = p.copy()
+    wrong[[1, 3]] += [0.005, -0.005]
+    assert not chi2_ok(tok.ravel(), wrong)
+    rare = p.copy()
+    rare[[3, 5]] += [-6e-4, 6e-4]  # the rare letter three times as likely
+    assert not chi2_ok(tok.ravel(), rare)
+    indep = np.outer(q, q)
+    corr = indep.copy()
+    corr[1, 1] += 0.02
+    corr[1, 3] -= 0.02  # a dependence between neighbours
+    assert not chi2_ok(lumped[tok[:, 0]] * q.size + lumped[tok[:, 1]], corr.ravel())
+
+
+@pytest.mark.parametrize("worst", [False, True])
+def test_partial_groups_return_the_chosen_tokens(worst):
+    # n = 7 with groups of 4 (the last one partial), several blocks and chunks.
+    p, r = np.array([0.1, 0.4, 0.2, 0.3, 0.0, 0.0]), np.array([0.3, -0.1, 0.7, 0.2, 5.0, -5.0])
+    n, num, trials = 7, 1000, 20
+    runs = [
+        aa.simulate_bon(KEY, p, r, n, num, trials, worst=worst, return_tokens=True, chunk_size=cs) for cs in (1, None)
+    ]
+    for sim in runs:
+        tok = np.asarray(sim.tokens)
+        assert tok.shape == (trials, n) and np.all(p[tok] > 0)
+        np.testing.assert_allclose(r[tok].sum(axis=1), np.asarray(sim.rewards), atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(runs[0].tokens), np.asarray(runs[1].tokens))
+
+
 # ---------------------------------------------------------------------------
 # comparison with the package's exact best-of-N (THEORY.md §6–§7)
 # ---------------------------------------------------------------------------
@@ -285,14 +399,25 @@ def test_far_more_tokens_than_memory_runs_in_bounded_memory():
     bon = np_bon_law(binom.pmf(np.arange(n + 1), n, 0.2), num)
     assert mean_agrees(np.asarray(sim.rewards), levels, bon)  # probabilistic; fixed key
     # The compiled program's scratch memory is bounded by the chunk, not the problem.
-    thr, last = sim_mod._thresholds(p)
+    # Both samplers: groups of tokens (concrete p) and one word per token (traced p).
     plan = sim_mod._plan(n, num, trials, chunk)
-    compiled = sim_mod._simulate.lower(
-        KEY, thr, last, r, n=n, num_samples=num, num_trials=trials, plan=plan, worst=False, return_tokens=False
-    ).compile()
-    mem = compiled.memory_analysis()
-    if mem is not None:
-        assert mem.temp_size_in_bytes < 2**26  # < 64 MiB vs >= 2 GiB unchunked
+    group = sim_mod._group_size(2, n)
+    for g, sampler in ((group, sim_mod._alias_table(p, group)), (0, sim_mod._thresholds(p))):
+        compiled = sim_mod._simulate.lower(
+            KEY,
+            sampler,
+            r,
+            n=n,
+            num_samples=num,
+            num_trials=trials,
+            plan=plan,
+            worst=False,
+            return_tokens=False,
+            group=g,
+        ).compile()
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            assert mem.temp_size_in_bytes < 2**26  # < 64 MiB vs >= 2 GiB unchunked
 
 
 def test_degenerate_model_gives_no_nan():
