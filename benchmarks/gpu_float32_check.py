@@ -45,6 +45,9 @@ def cases(dt):
         "bon_kl": aa.bon_kl(law, jnp.asarray(1024 * 0.2, dt)) / 1024,
         "bon_win_rate": aa.bon_win_rate(law, jnp.asarray(1024 * 0.2, dt)),
     }
+    res = aa.bon_vs_klrl(p3, r3, 4096, jnp.asarray(0.2, dt))  # the window-law path
+    out["bon_vs_klrl_reward"] = res.bon_reward
+    out["bon_vs_klrl_kl"] = res.bon_kl
     sim = aa.simulate_bon(jax.random.key(1), p3, r3, 16, 256, 512)
     out["simulate_bon_mean"] = aa.mc_mean(sim.rewards).mean / 16
     return out
