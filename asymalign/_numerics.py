@@ -86,21 +86,29 @@ def sinh_bisect(g, scale, v_lo, v_hi, iters: int = _BISECT_ITERS):
     return jnp.sinh(v) / scale
 
 
-def safeguarded_newton(g_and_dg, x0, scale, tol, lo, hi, max_iter: int = 100, return_iters=False):
-    """Root of an increasing function: Newton's method inside a finite bracket.
+def safeguarded_newton(step, x0, scale, tol, lo, hi, max_iter: int = 100, return_iters=False):
+    """Root of an increasing function: Newton-type steps inside a finite bracket.
 
-    ``g_and_dg(x) -> (g(x), g'(x))`` elementwise for a batch of independent
-    problems, increasing on ``[lo, hi]`` with ``g(lo) <= 0 <= g(hi)`` and
-    ``lo <= x0 <= hi``. The bracket is tightened with the sign of ``g`` at every
-    iterate. The step is Newton's when it is finite, stays strictly inside the
-    bracket and the previous Newton step at least halved ``|g|``; otherwise
-    it bisects the bracket in ``asinh(x·scale)`` (so a bracket spanning
-    decades is halved in log scale). This keeps Newton's fast convergence and
-    breaks the two-point cycles plain Newton falls into on sigmoid-like
-    functions. Stops, per element, when
-    ``|g| <= tol``, when a Newton step is a few ulps, or when the bracket is a
-    few ulps wide (``lax.while_loop``: jit/vmap friendly; not differentiated —
-    callers attach derivatives by the implicit function theorem).
+    ``step(x) -> (g(x), x_next, g_next)`` elementwise for a batch of
+    independent problems: the residual of a function increasing on
+    ``[lo, hi]`` with ``g(lo) <= 0 <= g(hi)``; the next iterate the caller's
+    local method proposes (a Newton or Halley step, in whatever variable suits
+    the problem; non-finite when it has none); and a conservative estimate of
+    ``|g(x_next)|`` from the local model (e.g. ``|g''| δ²/2`` for a Newton
+    step ``δ``, which also bounds a Halley step's; ``inf`` when there is
+    none). ``lo <= x0 <= hi``. The bracket is tightened with the sign of ``g``
+    at every iterate. The proposal is taken when it is finite, lies strictly
+    inside the bracket and the previous proposal at least halved ``|g|``;
+    otherwise the bracket is bisected in ``asinh(x·scale)`` (so a bracket
+    spanning decades is halved in log scale; computed only when some element
+    needs it). This keeps the local method's fast convergence and breaks the
+    two-point cycles plain Newton falls into on sigmoid-like functions.
+    Stops, per element, when ``|g| <= tol``; when a taken proposal is
+    predicted to have ``|g| <= tol/4`` while ``|g| <= √tol`` (it is returned
+    without being evaluated: this saves the last, confirming evaluation); when
+    a step is a few ulps; or when the bracket is a few ulps wide (``lax.while_loop``:
+    jit/vmap friendly; not differentiated — callers attach derivatives by the
+    implicit function theorem).
     """
     dt = jnp.result_type(x0)
     eps = jnp.finfo(dt).eps
@@ -108,25 +116,31 @@ def safeguarded_newton(g_and_dg, x0, scale, tol, lo, hi, max_iter: int = 100, re
     lo = jnp.broadcast_to(jnp.asarray(lo, dt), x0.shape)
     hi = jnp.broadcast_to(jnp.asarray(hi, dt), x0.shape)
 
+    def bisect(lo, hi):
+        mid = jnp.sinh(0.5 * (jnp.arcsinh(lo * scale) + jnp.arcsinh(hi * scale))) / scale
+        return jnp.where((mid > lo) & (mid < hi), mid, 0.5 * (lo + hi))
+
     def cond(state):
         return (state[-1] < max_iter) & ~jnp.all(state[4])
 
     def body(state):
         x, lo, hi, g_prev, done, it = state
-        g, d = g_and_dg(x)
+        g, x_next, g_next = step(x)
         lo_n = jnp.where(g < 0, x, lo)
         hi_n = jnp.where(g > 0, x, hi)
         tiny = (hi_n - lo_n) <= 8 * eps * jnp.maximum(jnp.abs(lo_n), jnp.abs(hi_n))
         conv = (jnp.abs(g) <= tol) | (g == 0) | tiny
-        newton = x - g / jnp.where(d > 0, d, 1.0)
-        ok = (d > 0) & jnp.isfinite(newton) & (newton > lo_n) & (newton < hi_n) & (jnp.abs(g) <= 0.5 * g_prev)
-        mid = jnp.sinh(0.5 * (jnp.arcsinh(lo_n * scale) + jnp.arcsinh(hi_n * scale))) / scale
-        mid = jnp.where((mid > lo_n) & (mid < hi_n), mid, 0.5 * (lo_n + hi_n))
-        # A Newton step of a few ulps means the residual is at rounding level.
-        tiny_step = ok & (jnp.abs(newton - x) <= 4 * eps * jnp.abs(x))
-        x_new = jnp.where(ok, newton, mid)
+        ok = jnp.isfinite(x_next) & (x_next > lo_n) & (x_next < hi_n) & (jnp.abs(g) <= 0.5 * g_prev)
+        # A step of a few ulps means the residual is at rounding level. A step
+        # predicted to land within tolerance is taken and is the last, once the
+        # iteration is visibly converging (the previous step halved |g|, which
+        # is now below √tol): the local model is trusted only there.
+        trusted = (jnp.abs(g) <= jnp.sqrt(tol)) & (g_next <= 0.25 * tol)
+        last = ok & ((jnp.abs(x_next - x) <= 4 * eps * jnp.abs(x)) | trusted)
         stop = done | conv
-        return (jnp.where(stop, x, x_new), lo_n, hi_n, jnp.where(ok, jnp.abs(g), jnp.inf), stop | tiny_step, it + 1)
+        # The transcendental bisection point is only computed when some element needs it.
+        x_new = jax.lax.cond(jnp.any(~(ok | stop)), lambda: jnp.where(ok, x_next, bisect(lo_n, hi_n)), lambda: x_next)
+        return (jnp.where(stop, x, x_new), lo_n, hi_n, jnp.where(ok, jnp.abs(g), jnp.inf), stop | last, it + 1)
 
     g0 = jnp.full(x0.shape, jnp.inf, dt)
     state = (x0, lo, hi, g0, jnp.zeros(x0.shape, bool), jnp.asarray(0))
@@ -134,7 +148,7 @@ def safeguarded_newton(g_and_dg, x0, scale, tol, lo, hi, max_iter: int = 100, re
     return (x, iters) if return_iters else x
 
 
-CPU_BLOCK = 1024
+CPU_BLOCK = 256
 
 
 def map_blocks(fn, args, core_ndims, block: int = CPU_BLOCK):
@@ -145,7 +159,9 @@ def map_blocks(fn, args, core_ndims, block: int = CPU_BLOCK):
     ``vmap`` every lane pays for the slowest lane of its batch; on CPU,
     ``lax.map`` over blocks lets each block stop at its own slowest member
     (about 2-3x faster for ``solve_lambda``/``rate_function`` at 1e5
-    problems). Problems are independent, so results equal one big call up to
+    problems). Small blocks also keep a block's arrays in cache: 256 rows
+    measured ~1.5-2x faster per step than 1024 for those two solvers (k = 8).
+    Problems are independent, so results equal one big call up to
     rounding (XLA may vectorise a reduction differently for another batch
     size: measured <= 8e-11 relative in ``λ*`` where it is ill-conditioned,
     identical ``K(λ*)`` residuals). On

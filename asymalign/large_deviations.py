@@ -92,72 +92,152 @@ def scaled_cumulants(p, r, order: int, lam=0.0):
     return jnp.stack(derivs, axis=-1)
 
 
+def _mean_parts(pt, rt):
+    """Per-instance pieces of the tilt, alphabet-first layout ``(k, ...)``.
+
+    Returns ``(on, rmin, rmax, pn, log_pmax)`` with ``pn = p / max p`` (so the
+    weights ``pn e^{μ (r - c)}`` with ``c`` the extreme reward in the direction
+    of ``μ`` are ``<= 1`` and never overflow).
+    """
+    on = pt > 0
+    rmax = jnp.max(jnp.where(on, rt, -jnp.inf), axis=0)
+    rmin = jnp.min(jnp.where(on, rt, jnp.inf), axis=0)
+    pmax = jnp.max(pt, axis=0)
+    return on, rmin, rmax, pt / pmax, jnp.log(pmax)
+
+
+def _shifted_weights(on, rt, rmin, rmax, pn, mu):
+    """``(e, c)``: ``e = pn e^{μ (r - c)}`` (``0`` off the support), ``c = r_max``
+    for ``μ >= 0`` else ``r_min``; ``Λ(μ) = μ c + log Σ e + log max p``."""
+    c = jnp.where(mu >= 0, rmax, rmin)
+    return pn * jnp.exp(jnp.where(on, mu * (rt - c), 0.0)), c
+
+
+@jax.custom_jvp
+def _tilt_with_mean(p, r, x, mu0):
+    """``μ`` with ``Λ'(μ) = x`` for ``r_min < x < r_max`` (started at ``mu0``).
+
+    Solved in logit coordinates, ``G(μ) = log(Λ'(μ) - r_min) - log(r_max -
+    Λ'(μ)) - log((x - r_min)/(r_max - x))``: both distances are sums of
+    nonnegative terms (no cancellation) and ``G`` is close to linear in ``μ``
+    at both ends. Halley steps (``Λ''``, ``Λ'''`` come with ``Λ'``) inside the
+    bracket ``±sinh(40)/span``. Alphabet-first inside, so the sums over the
+    alphabet vectorise across instances.
+    """
+    pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
+    on, rmin, rmax, pn, _ = _mean_parts(pt, rt)
+    span = rmax - rmin
+    scale = jnp.where(span > 0, span, 1.0)
+    up = jnp.where(on, rt - rmin, 0.0)
+    target = jnp.log(x - rmin) - jnp.log(rmax - x)
+
+    dn = jnp.where(on, rmax - rt, 0.0)
+
+    def step(mu):
+        e, _ = _shifted_weights(on, rt, rmin, rmax, pn, mu)
+        s = jnp.sum(e, axis=0)
+        a = jnp.sum(e * up, axis=0)  # s (Λ'(μ) - r_min)
+        b = jnp.sum(e * dn, axis=0)  # s (r_max - Λ'(μ))
+        # Centred at the mean measured from the end the weights lean to (where
+        # the heaviest letter sits at exactly 0), so Λ'' keeps relative accuracy
+        # when φ_μ is nearly a point mass.
+        cen = jnp.where(mu >= 0, b / s - dn, up - a / s)
+        ec2 = e * cen * cen
+        var = jnp.sum(ec2, axis=0) / s
+        k3 = jnp.sum(ec2 * cen, axis=0) / s
+        # (a constant reward has nothing to solve: G = 0 there)
+        g = jnp.where(span > 0, jnp.log(a / b) - target, 0.0)
+        ia, ib = s / a, s / b
+        dg = var * (ia + ib)
+        d2g = k3 * (ia + ib) + var * var * (ib * ib - ia * ia)
+        newton = g / dg
+        h = g * d2g / (dg * dg)
+        mu_next = mu - jnp.where(jnp.abs(h) < 1, newton / (1 - 0.5 * h), newton)
+        return g, mu_next, 0.5 * jnp.abs(d2g) * newton * newton
+
+    # Bracket and start from the rewards next to the ends. At the top, with A
+    # the argmax set, gap the distance to the next reward (mass p₂) and
+    # Q = p(Aᶜ)/p(A): r_max - Λ'(μ) <= Q gap e^{-μ gap} for μ gap >= 1, so
+    # μ* <= max(1, log(Q gap/(r_max - x)))/gap (likewise at the bottom). The
+    # two-letter model {A, next} puts Λ'(μ) = x at μ = log(p₂ (1-β) / (p(A) β))
+    # / gap with β = (r_max - x)/gap: the start when x lies beyond the next
+    # reward (β < 1) and above the mean Λ'(μ₀); the gaussian start μ₀ otherwise.
+    def end(dist, r_end):
+        at = on & (dist == 0)
+        p_end = jnp.sum(jnp.where(at, pn, 0.0), axis=0)
+        nxt = jnp.min(jnp.where(on & ~at, dist, jnp.inf), axis=0)
+        gap = jnp.where(jnp.isfinite(nxt), nxt, 1.0)
+        p_next = jnp.sum(jnp.where(on & (dist == nxt), pn, 0.0), axis=0)
+        q_rest = jnp.sum(jnp.where(on & ~at, pn, 0.0), axis=0) / p_end
+        d_x = jnp.abs(r_end - x)
+        bound = jnp.maximum(1.0, jnp.log(q_rest * gap / d_x)) / gap
+        beta = d_x / gap
+        start = jnp.where(beta < 1, jnp.log(p_next * (1 - beta) / (p_end * beta)) / gap, 0.0)
+        return bound, start
+
+    big = jnp.sinh(nx._SINH_V) / scale
+    bound_hi, start_hi = end(dn, rmax)
+    bound_lo, start_lo = end(up, rmin)
+    hi = jnp.where(span > 0, jnp.minimum(2.0 * bound_hi, big), big)
+    lo = jnp.where(span > 0, jnp.maximum(-2.0 * bound_lo, -big), -big)
+    e0, _ = _shifted_weights(on, rt, rmin, rmax, pn, mu0)
+    above = jnp.sum(e0 * up, axis=0) / jnp.sum(e0, axis=0) < x - rmin  # x > Λ'(μ₀)
+    start = jnp.where(above, jnp.maximum(mu0, start_hi), jnp.minimum(mu0, -start_lo))
+    tol = 16 * jnp.finfo(x.dtype).eps * jnp.maximum(1.0, jnp.abs(target))
+    return nx.safeguarded_newton(step, jnp.clip(start, lo, hi), 1.0 / scale, tol, lo=lo, hi=hi)
+
+
+@_tilt_with_mean.defjvp
+def _tilt_with_mean_jvp(primals, tangents):
+    """Implicit function theorem on ``Λ'(μ; p, r) = x``:
+    ``dμ = (dx - ∂_{p,r} Λ'(μ)) / Λ''(μ)``."""
+    p, r, x, mu0 = primals
+    dp, dr, dx, _ = tangents
+    mu = _tilt_with_mean(p, r, x, mu0)
+    _, dmean = jax.jvp(lambda p_, r_: _moments(p_, r_, mu)[0], (p, r), (dp, dr))
+    var = _moments(p, r, mu)[1]
+    return mu, (dx - dmean) / jnp.where(var > 0, var, 1.0)
+
+
 @jax.jit
 def _rate_function(p, r, x, lam):
     rmin, rmax = nx.support_range(p, r)
-    span = rmax - rmin
-    scale = jnp.where(span > 0, span, 1.0)
     inside = (x > rmin) & (x < rmax)
     x_in = jnp.where(inside, x, 0.5 * (rmin + rmax))
-
-    # The root finder sees no tangents (cheap to differentiate); derivatives
-    # of μ are attached below by the implicit function theorem.
-    p_s, r_s, x_s = (jax.lax.stop_gradient(a) for a in (p, r, x_in))
-
-    # Solve Λ'(μ) = x in logit coordinates, G(μ) = log(Λ'(μ) - r_min) -
-    # log(r_max - Λ'(μ)) - log((x - r_min)/(r_max - x)): both distances are sums
-    # of nonnegative terms (no cancellation) and G is close to linear in μ at
-    # both ends, so Newton converges in a handful of steps from μ = λ.
-    on_s = p_s > 0
-    log_up = jnp.where(on_s & (r_s > rmin[..., None]), jnp.log(jnp.where(on_s, r_s - rmin[..., None], 1.0)), -jnp.inf)
-    log_dn = jnp.where(on_s & (r_s < rmax[..., None]), jnp.log(jnp.where(on_s, rmax[..., None] - r_s, 1.0)), -jnp.inf)
-    target = jnp.log(x_s - rmin) - jnp.log(rmax - x_s)
-
-    def g_and_dg(mu):
-        logphi = _log_tilt(p_s, r_s, mu)
-        a = logsumexp(logphi + log_up, axis=-1)  # log(Λ'(μ) - r_min)
-        b = logsumexp(logphi + log_dn, axis=-1)  # log(r_max - Λ'(μ))
-        var = _moments(p_s, r_s, mu)[1]
-        return a - b - target, var * (jnp.exp(-a) + jnp.exp(-b))
-
-    scale_s = jax.lax.stop_gradient(scale)
-    tol = 16 * jnp.finfo(x_s.dtype).eps * jnp.maximum(1.0, jnp.abs(target))
-    big = jnp.sinh(nx._SINH_V) / scale_s
-    mu0 = jnp.clip(jax.lax.stop_gradient(lam) + jnp.zeros_like(x_s), -big, big)
-    mu = nx.safeguarded_newton(g_and_dg, mu0, 1.0 / scale_s, tol, lo=-big, hi=big)
     # I is stationary in t (envelope theorem), so first derivatives need no
-    # dt; second derivatives (∂²I/∂x² = 1/Λ''(λ+t_x)) do. Implicit function
-    # theorem on Λ'(μ; p, r) = x, attached without changing the value:
-    # dμ = (dx - ∂_{p,r} Λ'(μ)) / Λ''(μ).
-    mu = jax.lax.stop_gradient(mu)
-    mean_mu, var_mu, _ = _moments(p, r, mu)
-    res = mean_mu - x_in
-    var_s = jax.lax.stop_gradient(jnp.where(var_mu > 0, var_mu, 1.0))
-    mu = mu - (res - jax.lax.stop_gradient(res)) / var_s
+    # dt; second derivatives (∂²I/∂x² = 1/Λ''(λ+t_x)) do: μ = λ + t_x carries
+    # them by the implicit function theorem.
+    mu = _tilt_with_mean(p, r, x_in, jax.lax.stop_gradient(lam))
     t = mu - lam
 
-    logphi = _log_tilt(p, r, lam)
-    on = p > 0
-    a = jnp.where(on, t[..., None] * (r - x_in[..., None]), 0.0)
-    # Near the mean (|a| small) the log1p/expm1 form keeps relative accuracy of
-    # the O(t^2) result; elsewhere the log-sum-exp form cannot overflow.
-    small = jnp.all(jnp.abs(a) <= 1.0, axis=-1)
-    a_s = jnp.where(small[..., None], a, 0.0)
-    phi = jnp.exp(logphi)
-    s1 = jnp.sum(jnp.where(on, phi * jnp.expm1(a_s), 0.0), axis=-1)
+    pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
+    on, _, _, pn, _ = _mean_parts(pt, rt)
+    e_lam, c_lam = _shifted_weights(on, rt, rmin, rmax, pn, lam)
+    s_lam = jnp.sum(e_lam, axis=0)
+    a = jnp.where(on, t * (rt - x_in), 0.0)
+    # I = -log E_{φ_λ} e^{t (r - x)}. Near the mean (|a| small) the log1p/expm1
+    # form keeps relative accuracy of the O(t^2) result; elsewhere the sum is
+    # written through the tilt at μ, e^{κ} Σ e_μ / Σ e_λ, which cannot overflow.
+    small = jnp.all(jnp.abs(a) <= 1.0, axis=0)
+    a_s = jnp.where(small, a, 0.0)
+    s1 = jnp.sum(e_lam * jnp.expm1(a_s), axis=0) / s_lam
     val_small = -jnp.log1p(jnp.maximum(s1, -0.5))
-    val_big = -logsumexp(jnp.where(on, logphi + a, -jnp.inf), axis=-1)
+    e_mu, c_mu = _shifted_weights(on, rt, rmin, rmax, pn, mu)
+    kappa = mu * (c_mu - x_in) + lam * (x_in - c_lam)  # μ c_μ - λ c_λ - t x, without cancellation
+    val_big = jnp.log(s_lam) - jnp.log(jnp.sum(e_mu, axis=0)) - kappa
     val_inside = jnp.maximum(jnp.where(small, val_small, val_big), 0.0)
 
-    # Boundary values: -log φ_λ(A) at r_max, likewise at r_min.
-    at_max = (r == rmax[..., None]) & on
-    at_min = (r == rmin[..., None]) & on
-    # (clamped at 0: with φ_λ(A) = 1 rounding may leave -1e-16)
-    b_max = jnp.maximum(-logsumexp(jnp.where(at_max, logphi, -jnp.inf), axis=-1), 0.0)
-    b_min = jnp.maximum(-logsumexp(jnp.where(at_min, logphi, -jnp.inf), axis=-1), 0.0)
+    # Boundary values: -log φ_λ(A) at r_max (A the argmax set), likewise at r_min;
+    # log φ_λ(A) = log(p(A)/max p) + λ (r_A - c) - log Σ e_λ.
+    def boundary(r_end):
+        at = on & (rt == r_end)
+        log_pa = jnp.log(jnp.sum(jnp.where(at, pn, 0.0), axis=0))
+        # (clamped at 0: with φ_λ(A) = 1 rounding may leave -1e-16)
+        return jnp.maximum(jnp.log(s_lam) - log_pa - lam * (r_end - c_lam), 0.0)
+
     out = jnp.where(inside, val_inside, jnp.inf)
-    out = jnp.where(x == rmax, b_max, out)
-    return jnp.where(x == rmin, b_min, out)
+    out = jnp.where(x == rmax, boundary(rmax), out)
+    return jnp.where(x == rmin, boundary(rmin), out)
 
 
 @jax.jit
@@ -173,11 +253,13 @@ def rate_function(p, r, x, lam=0.0):
 
     Convex, ``0`` exactly at ``x = Λ'(λ)``, ``-log φ_λ(A)`` at ``x = r_max``
     (``A`` the argmax set; likewise at ``r_min``) and ``+inf`` outside
-    ``[r_min, r_max]``. Inside, ``t_x`` is found by bracketed Newton steps on
+    ``[r_min, r_max]``. Inside, ``t_x`` is found by bracketed Halley steps on
     ``log(Λ'(μ) - r_min) - log(r_max - Λ'(μ))`` (no cancellation, nearly
-    linear in ``μ`` at both ends), and the value is evaluated
-    as ``-log E_{φ_λ} e^{t_x (r - x)}`` (``log1p``/``expm1`` near the mean), so
-    it stays finite and accurate for ``x`` within ``1e-9`` of ``r_max``.
+    linear in ``μ`` at both ends; started from the two-letter model at the
+    nearer end when ``x`` lies beyond the next reward), and the value is
+    evaluated as ``-log E_{φ_λ} e^{t_x (r - x)}`` (``log1p``/``expm1`` near
+    the mean, through the tilt at ``λ + t_x`` elsewhere), so it stays finite
+    and accurate for ``x`` within ``1e-9`` of ``r_max``.
     Differentiable in ``x``, ``r``, ``p`` and ``λ`` inside the interval
     (envelope theorem: ``∂I/∂x = t_x``).
 

@@ -304,6 +304,35 @@ def test_rate_function_next_to_the_ends(model, log_d, ul, top):
     assert got == pytest.approx(float(mp_rate(p, r, x, lam)), rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "p,r,x",
+    [
+        # two rewards 8e-7 apart at the bottom, x 2e-9 above r_min: t_x ≈ -8e6, where the
+        # value's μ c_μ - λ c_λ - t x must be summed without cancellation
+        (
+            [0.14618278177666566, 0.0, 0.0, 0.11108678386649434, 0.0, 0.39017737452406426, 0.0, 0.35255305983277585],
+            [-0.6745869708635879, -0.6745869708635879, 0.03853460332063907, -0.6745877957242632]
+            + [-0.042271462800299364, 0.14450389867978375, -0.23968858294734874, -0.4962760092281442],
+            -0.6745877936825109,
+        ),
+        # the next reward up from r_min has p ≈ 6e-11: far from the root φ_μ is a point mass and
+        # Λ'' underflows, so the local model (Halley step, predicted residual) means nothing there
+        (
+            [4.1078774711773824e-07, 6.044821931827022e-11, 0.024885954517278524, 1.908932348454306e-06]
+            + [0.7968063457853529, 0.12374228569203062, 0.0006669845162764749, 0.05389610970851752],
+            [0.6526170448259485, -0.593905312797165, -0.6992835820298431, 0.8032224463315891]
+            + [-0.15868726084389517, 0.9264691564150427, -0.016609092501206346, -0.08723916859808933],
+            -0.6992835818459703,
+        ),
+    ],
+)
+def test_rate_function_next_to_the_end_with_a_huge_tilt(p, r, x):
+    """x a hair above r_min with an extreme neighbour: I (≈ 2-4) is well-conditioned, so 1e-12 relative."""
+    p, r = np.array(p), np.array(r)
+    got = float(rate(p, r, x, 0.0))
+    assert got == pytest.approx(float(mp_rate(p, r, x, 0.0, dps=60)), rel=1e-12)
+
+
 @given(S.normal_models(), st.floats(-5.0, 5.0))
 def test_rate_function_boundary_values(model, ul):
     """I = −log φ_λ(A) at r_max (A the argmax set), likewise at r_min; +inf outside; 0 at the mean."""
