@@ -681,9 +681,8 @@ def _window_law(p, r, n: int, lam_lo: float, lam_hi: float):
     k = values.size
     if k < 2:
         return None
-    lattice = _detect_lattice(values)
-    if k == 2:
-        lattice = (float(values[0]), float(values[1] - values[0]), np.array([0, 1]))
+    # Two rewards are always a lattice (span 1: the binomial law).
+    lattice = (float(values[0]), float(values[1] - values[0]), np.array([0, 1])) if k == 2 else _detect_lattice(values)
     if lattice is None or int(lattice[2][-1]) * n + 1 > _MAX_LATTICE_LEVELS:
         return None
     a, h, span, log_w = _lattice_log_w(lattice, weights)
