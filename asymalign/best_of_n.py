@@ -36,7 +36,8 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
-from .sequence_laws import RewardLaw, _bucket, _window_law, check_law, reward_law
+from ._window_law import _window_law
+from .sequence_laws import RewardLaw, _bucket, check_law, reward_law
 from .tilting import _moments, _prep, _solve_lambda_b
 
 __all__ = [
