@@ -4,20 +4,34 @@
 
     asymalign list
     asymalign reproduce [--quick] [--only NAME ...] [--out DIR] [--seed S]
+                        [--compile-cache DIR | --no-compile-cache]
+    asymalign sweep CONFIG.toml [...]
 
 ``reproduce`` writes, for each experiment, ``DIR/NAME.png``, ``DIR/NAME.pdf``,
 ``DIR/NAME.csv`` (the plotted data) and ``DIR/NAME.json`` (all parameters, the
 seed, package versions, the JAX backend and devices, and derived numbers).
-The experiments live in the repository's ``experiments/`` folder next to the
-package source (install with ``pip install -e .`` from a checkout).
 Runs are deterministic for a given seed; float64 is enabled.
+
+Where the experiments are: ``list`` needs only the package (names and
+descriptions live in :mod:`asymalign._registry`). The experiment code lives in
+the repository's ``experiments/`` folder, which is not part of an installed
+wheel; ``reproduce`` imports it (through the ordinary import system) from, in
+order: ``$ASYMALIGN_EXPERIMENTS``; the source checkout the package was imported
+from (``pip install -e .``); ``./experiments`` in the working directory (a
+clone after ``pip install .``).
+
+``reproduce`` and ``sweep`` use JAX's persistent compilation cache, by default
+in ``~/.cache/asymalign/jax``; ``--compile-cache DIR`` or
+``ASYMALIGN_COMPILE_CACHE=DIR`` moves it, ``--no-compile-cache`` or
+``ASYMALIGN_COMPILE_CACHE=off`` turns it off (see :mod:`asymalign._compile_cache`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -46,32 +60,105 @@ def _version() -> str:
     return __version__
 
 
+EXPERIMENTS_ENV = "ASYMALIGN_EXPERIMENTS"
+_GET_THEM = (
+    "get them with a source checkout of the asymalign repository "
+    "(git clone, then 'pip install -e .' in it, or run from the clone's root)"
+)
+
+
 def experiments_dir() -> Path:
-    """The ``experiments/`` folder of the checkout this package was imported from."""
+    """The ``experiments/`` folder of the source checkout this package was imported from."""
     return Path(__file__).resolve().parent.parent / "experiments"
 
 
+def _is_experiments_dir(d: Path) -> bool:
+    return (d / "__init__.py").is_file() and (d / "_common.py").is_file()
+
+
+def find_experiments() -> Path:
+    """The experiments folder: ``$ASYMALIGN_EXPERIMENTS``, else the checkout's, else ``./experiments``.
+
+    Raises:
+      CLIError: one line saying where they were expected and how to get them.
+    """
+    env = os.environ.get(EXPERIMENTS_ENV)
+    if env:
+        d = Path(env).expanduser().resolve()
+        if _is_experiments_dir(d):
+            return d
+        raise CLIError(f"{EXPERIMENTS_ENV}={env} is not an experiments folder (no __init__.py and _common.py)", 1)
+    candidates = [experiments_dir(), Path.cwd() / "experiments"]
+    for d in candidates:
+        if _is_experiments_dir(d):
+            return d.resolve()
+    raise CLIError(
+        f"experiments folder not found: the experiments are not part of the installed package; "
+        f"expected at {candidates[0]} (source checkout) or ./experiments, or set {EXPERIMENTS_ENV}=DIR; {_GET_THEM}",
+        1,
+    )
+
+
 def load_experiments():
-    """Import the repository's ``experiments`` package (its registry and loader)."""
-    d = experiments_dir()
+    """Import the repository's ``experiments`` package (its ``load`` and ``EXPERIMENTS``).
+
+    The ordinary import system does the work: the folder's parent is on
+    ``sys.path`` only while the package itself is imported (its modules are
+    then found through the package's ``__path__``); nothing is injected into
+    ``sys.modules`` by hand.
+    """
+    d = find_experiments()
     init = d / "__init__.py"
-    if not init.is_file():
+    mod = sys.modules.get("experiments")
+    if mod is not None:
+        if Path(getattr(mod, "__file__", "") or "").resolve() == init:
+            return mod
         raise CLIError(
-            f"experiments folder not found at {d}: run from a source checkout installed with 'pip install -e .'",
+            f"another module named 'experiments' is already imported ({getattr(mod, '__file__', mod)}); "
+            f"run 'asymalign reproduce' in a fresh process",
             1,
         )
-    mod = sys.modules.get("experiments")
-    if mod is not None and Path(getattr(mod, "__file__", "") or "").resolve() == init.resolve():
-        return mod
-    spec = importlib.util.spec_from_file_location("experiments", init, submodule_search_locations=[str(d)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["experiments"] = mod
+    root = str(d.parent)
+    sys.path.insert(0, root)
     try:
-        spec.loader.exec_module(mod)
-    except Exception:
-        sys.modules.pop("experiments", None)
-        raise
+        importlib.invalidate_caches()
+        mod = importlib.import_module("experiments")
+    finally:
+        try:
+            sys.path.remove(root)
+        except ValueError:  # pragma: no cover - removed by the imported code
+            pass
+    if Path(mod.__file__).resolve() != init:  # pragma: no cover - a namespace clash
+        raise CLIError(f"imported 'experiments' from {mod.__file__}, expected {init}", 1)
     return mod
+
+
+def _add_compile_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="JAX persistent compilation cache (default: $ASYMALIGN_COMPILE_CACHE, else ~/.cache/asymalign/jax)",
+    )
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="no persistent compilation cache (or ASYMALIGN_COMPILE_CACHE=off)",
+    )
+
+
+def _setup_compile_cache(args) -> str | None:
+    """Turn on the persistent compilation cache for ``reproduce`` / ``sweep`` (see :mod:`._compile_cache`)."""
+    from ._compile_cache import enable_compile_cache
+
+    if getattr(args, "no_compile_cache", False):
+        return None
+    path = enable_compile_cache(getattr(args, "compile_cache", None))
+    if path is None:  # disabled by the environment: tell the sweep too
+        args.no_compile_cache = True
+    else:
+        args.compile_cache = path
+    return path
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -92,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     rep.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures/)")
     rep.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    _add_compile_cache_args(rep)
     from ._sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)
@@ -135,9 +223,7 @@ def _experiment_key(seed: int, name: str):
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-def _save(result, fig, out: Path, meta: dict) -> list[Path]:
-    from experiments._common import to_jsonable  # loaded by load_experiments
-
+def _save(result, fig, out: Path, meta: dict, to_jsonable) -> list[Path]:
     name = result.name
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf", "csv", "json")]
     fig.savefig(paths[0], dpi=150, metadata={"Software": None})
@@ -184,7 +270,7 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
             **env,
         }
         try:
-            _save(res, fig, out, meta)
+            _save(res, fig, out, meta, exps._common.to_jsonable)
         except OSError as e:
             raise CLIError(f"cannot write outputs of '{name}' to '{out}': {e.strerror or e}", 1) from None
         results[name] = res
@@ -205,20 +291,24 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if args.command == "sweep":
-            return args.func(args)
-        exps = load_experiments()
+        from ._registry import EXPERIMENTS
+
         if args.command == "list":
-            width = max(len(n) for n in exps.EXPERIMENTS)
-            for name, desc in exps.EXPERIMENTS.items():
+            width = max(len(n) for n in EXPERIMENTS)
+            for name, desc in EXPERIMENTS.items():
                 print(f"{name:<{width}}  {desc}")
             return 0
-        names = list(exps.EXPERIMENTS)
+        if args.command == "sweep":
+            _setup_compile_cache(args)
+            return args.func(args)
+        names = list(EXPERIMENTS)
         if args.only:
-            unknown = [n for n in args.only if n not in exps.EXPERIMENTS]
+            unknown = [n for n in args.only if n not in EXPERIMENTS]
             if unknown:
                 raise CLIError(f"unknown experiment {unknown[0]!r} (choose from: {', '.join(names)})", 2)
             names = [n for n in names if n in set(args.only)]
+        load_experiments()  # fail early, in one line, when the experiments are not here
+        _setup_compile_cache(args)
         reproduce(names, Path(args.out), quick=args.quick, seed=args.seed)
         return 0
     except CLIError as e:

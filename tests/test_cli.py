@@ -1,19 +1,29 @@
-"""The `asymalign` command line: list, help, version, errors."""
+"""The `asymalign` command line: list, help, version, errors, experiment discovery, compile cache."""
 
+import argparse
+import os
+import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from asymalign import cli
+from asymalign import _compile_cache, cli
+from asymalign._registry import EXPERIMENTS
+
+_REPO = Path(__file__).resolve().parent.parent
 
 
 def test_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in out]
-    assert names == list(cli.load_experiments().EXPERIMENTS)
-    assert len(names) == 7
+    assert names == list(EXPERIMENTS)
+    assert len(names) >= 7 and "frontier" in names
+    for line, (name, desc) in zip(out, EXPERIMENTS.items(), strict=True):
+        assert line.split(None, 1)[1].strip() == desc, name
 
 
 def test_help_and_version(capsys):
@@ -27,7 +37,8 @@ def test_help_and_version(capsys):
     assert capsys.readouterr().out.startswith("asymalign ")
     with pytest.raises(SystemExit) as e:
         cli.main(["reproduce", "--help"])
-    assert "--quick" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "--quick" in text and "--compile-cache" in text and "--no-compile-cache" in text
 
 
 def _one_error_line(capsys):
@@ -52,18 +63,191 @@ def test_bad_arguments(capsys):
 def test_unwritable_directory(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    assert cli.main(["reproduce", "--quick", "--only", "ldp", "--out", str(blocker / "sub")]) != 0
+    args = ["reproduce", "--quick", "--only", "ldp", "--out", str(blocker / "sub"), "--no-compile-cache"]
+    assert cli.main(args) != 0
     assert "cannot write" in _one_error_line(capsys)
 
 
+# ---------------------------------------------------------------------------
+# experiment discovery (issue 10): no sys.modules injection; one-line message
+# ---------------------------------------------------------------------------
+
+
+def test_load_experiments_uses_the_import_system():
+    path_before = list(sys.path)
+    exps = cli.load_experiments()
+    assert Path(exps.__file__).resolve() == _REPO / "experiments" / "__init__.py"
+    assert sys.path == path_before  # the checkout root was on sys.path only during the import
+    assert list(exps.EXPERIMENTS) == list(EXPERIMENTS)
+    assert cli.load_experiments() is exps
+
+
 def test_missing_experiments_folder(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "experiments_dir", lambda: tmp_path / "experiments")
-    monkeypatch.delitem(sys.modules, "experiments", raising=False)
-    assert cli.main(["list"]) != 0
-    assert "experiments folder not found" in _one_error_line(capsys)
+    monkeypatch.setattr(cli, "experiments_dir", lambda: tmp_path / "site-packages" / "experiments")
+    monkeypatch.delenv(cli.EXPERIMENTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["list"]) == 0  # list needs only the package
+    capsys.readouterr()
+    assert cli.main(["reproduce", "--quick", "--out", str(tmp_path / "figs")]) == 1
+    line = _one_error_line(capsys)
+    assert "experiments folder not found" in line and str(tmp_path / "site-packages" / "experiments") in line
+    assert cli.EXPERIMENTS_ENV in line and "git clone" in line
+    assert not (tmp_path / "figs").exists()
+
+
+def test_experiments_env_var(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "experiments_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setenv(cli.EXPERIMENTS_ENV, str(_REPO / "experiments"))
+    assert cli.find_experiments() == _REPO / "experiments"
+    monkeypatch.setenv(cli.EXPERIMENTS_ENV, str(tmp_path))
+    assert cli.main(["reproduce", "--only", "ldp", "--out", str(tmp_path / "f")]) == 1
+    assert "is not an experiments folder" in _one_error_line(capsys)
+
+
+def test_clashing_experiments_module(capsys, monkeypatch, tmp_path):
+    other = argparse.Namespace(__file__=str(tmp_path / "experiments" / "__init__.py"))
+    monkeypatch.setitem(sys.modules, "experiments", other)
+    assert cli.main(["reproduce", "--only", "ldp", "--out", str(tmp_path / "f")]) == 1
+    assert "already imported" in _one_error_line(capsys)
+
+
+_OUTSIDE = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {site!r})
+    import asymalign.cli as cli
+    assert cli.__file__.startswith({site!r}), cli.__file__
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def installed_copy(tmp_path_factory):
+    """The package copied outside the checkout, as ``pip install .`` would place it."""
+    site = tmp_path_factory.mktemp("site-packages")
+    shutil.copytree(_REPO / "asymalign", site / "asymalign", ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+def _run_outside(site, cwd, *args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in (cli.EXPERIMENTS_ENV, "PYTHONPATH")}
+    env.update(env_extra or {})
+    script = _OUTSIDE.format(site=str(site))
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_installed_package_outside_a_checkout(installed_copy, tmp_path):
+    res = _run_outside(installed_copy, tmp_path, "list")
+    assert res.returncode == 0, res.stderr
+    assert [ln.split()[0] for ln in res.stdout.splitlines()] == list(EXPERIMENTS)
+    res = _run_outside(installed_copy, tmp_path, "reproduce", "--quick", "--out", str(tmp_path / "figs"))
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(err) == 1, res.stderr
+    assert err[0].startswith("asymalign: error: experiments folder not found")
+    assert str(installed_copy / "experiments") in err[0] and "git clone" in err[0]
+    assert not (tmp_path / "figs").exists()
+
+
+def test_installed_package_run_from_a_clone(installed_copy):
+    # `pip install .` then `asymalign reproduce` in the clone: ./experiments is found.
+    res = _run_outside(installed_copy, _REPO, "reproduce", "--only", "nope")
+    assert res.returncode == 2 and "unknown experiment 'nope'" in res.stderr
+    script = _OUTSIDE.format(site=str(installed_copy)).replace(
+        "sys.exit(cli.main(sys.argv[1:]))", "print(cli.find_experiments()); print(cli.load_experiments().__file__)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (cli.EXPERIMENTS_ENV, "PYTHONPATH")}
+    res = subprocess.run([sys.executable, "-c", script], cwd=_REPO, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    found, init = res.stdout.split()
+    assert Path(found) == _REPO / "experiments" and Path(init) == _REPO / "experiments" / "__init__.py"
 
 
 def test_console_entry_point_runs():
     # `python -m asymalign.cli` is the same entry point as the `asymalign` script.
     res = subprocess.run([sys.executable, "-m", "asymalign.cli", "list"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "frontier" in res.stdout
+
+
+# ---------------------------------------------------------------------------
+# persistent compilation cache (issue 11)
+# ---------------------------------------------------------------------------
+
+
+def test_resolve_compile_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv(_compile_cache.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        _check_resolution(monkeypatch, tmp_path)
+        monkeypatch.delenv(_compile_cache.ENV_VAR)
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jaxcfg"))
+        assert _compile_cache.resolve_compile_cache(None) == str(tmp_path / "jaxcfg")  # a user's JAX setting
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+def _check_resolution(monkeypatch, tmp_path):
+    assert _compile_cache.resolve_compile_cache(None) == str(tmp_path / "xdg" / "asymalign" / "jax")
+    assert _compile_cache.resolve_compile_cache(True) == str(tmp_path / "xdg" / "asymalign" / "jax")
+    assert _compile_cache.resolve_compile_cache(False) is None
+    assert _compile_cache.resolve_compile_cache(tmp_path / "c") == str(tmp_path / "c")
+    for off in ("0", "off", "OFF", "false", "no", "none"):
+        monkeypatch.setenv(_compile_cache.ENV_VAR, off)
+        assert _compile_cache.resolve_compile_cache(None) is None
+        assert _compile_cache.resolve_compile_cache(tmp_path / "c") == str(tmp_path / "c")  # the flag wins
+    monkeypatch.setenv(_compile_cache.ENV_VAR, str(tmp_path / "env"))
+    assert _compile_cache.resolve_compile_cache(None) == str(tmp_path / "env")
+
+
+def _capture_reproduce(monkeypatch):
+    calls = {}
+    monkeypatch.setattr(cli, "reproduce", lambda names, out, **kw: calls.setdefault("names", names))
+    monkeypatch.setattr(_compile_cache, "enable_compile_cache", lambda s=None: calls.setdefault("cache", s) or None)
+    return calls
+
+
+def test_reproduce_compile_cache_flags(monkeypatch, tmp_path):
+    monkeypatch.delenv(_compile_cache.ENV_VAR, raising=False)
+    calls = _capture_reproduce(monkeypatch)
+    assert cli.main(["reproduce", "--only", "ldp", "--compile-cache", str(tmp_path)]) == 0
+    assert calls == {"names": ["ldp"], "cache": str(tmp_path)}
+    calls = _capture_reproduce(monkeypatch)
+    assert cli.main(["reproduce", "--only", "ldp"]) == 0
+    assert calls == {"names": ["ldp"], "cache": None}  # None: environment, else the default directory
+    calls = _capture_reproduce(monkeypatch)
+    assert cli.main(["reproduce", "--only", "ldp", "--no-compile-cache"]) == 0
+    assert calls == {"names": ["ldp"]}  # never turned on
+
+
+_CACHE_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import jax, jax.numpy as jnp
+    from asymalign._compile_cache import enable_compile_cache
+    d = enable_compile_cache(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(d)
+    jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.arange(3.0)).block_until_ready()
+    print(len(os.listdir(d)) if d else -1)
+    """
+)
+
+
+def test_compile_cache_writes_small_kernels(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != _compile_cache.ENV_VAR}
+    cache = tmp_path / "cache"
+    res = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCRIPT, str(cache)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    d, count = res.stdout.split()
+    assert Path(d) == cache and int(count) >= 1  # a kernel compiled in milliseconds is cached
+    env[_compile_cache.ENV_VAR] = "off"
+    res = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["None", "-1"]

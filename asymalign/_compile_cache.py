@@ -1,0 +1,108 @@
+"""JAX's persistent compilation cache for the command line and the experiments.
+
+Compilation dominates a first run of ``asymalign reproduce`` or ``asymalign
+sweep`` (the numbers take seconds); with JAX's persistent compilation cache a
+second run reuses the compiled executables from disk. The CLI turns it on by
+default, in the user cache directory, resolved in this order:
+
+1. ``--no-compile-cache`` (off) or ``--compile-cache DIR`` on the command line;
+2. ``ASYMALIGN_COMPILE_CACHE``: a directory, or ``0`` / ``off`` / ``false`` /
+   ``no`` / ``none`` to turn the cache off;
+3. a cache the user already configured for JAX (``JAX_COMPILATION_CACHE_DIR``
+   or ``jax.config.update("jax_compilation_cache_dir", ...)``);
+4. ``$XDG_CACHE_HOME/asymalign/jax`` (``~/.cache/asymalign/jax``).
+
+Importing :mod:`asymalign` as a library changes nothing: only the CLI (and
+whoever calls :func:`enable_compile_cache`) turns the cache on. Every
+executable that took at least :data:`MIN_COMPILE_TIME_S` to compile is stored;
+the cache is trusted code, so keep it in a directory only you can write to.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["ENV_VAR", "MIN_COMPILE_TIME_S", "default_compile_cache", "resolve_compile_cache", "enable_compile_cache"]
+
+ENV_VAR = "ASYMALIGN_COMPILE_CACHE"
+# JAX's default (1 s) leaves out every small kernel: the experiments compile
+# hundreds of kernels of 10-300 ms each. Reading an entry costs ~1 ms, so cache
+# all but the trivial ones (measured: see benchmarks/cold_start.py).
+MIN_COMPILE_TIME_S = 0.0
+_OFF = {"0", "off", "false", "no", "none", ""}
+
+
+def default_compile_cache() -> str:
+    """``$XDG_CACHE_HOME/asymalign/jax`` (``~/.cache/asymalign/jax``): the default
+    directory of JAX's persistent compilation cache for the CLI and sweeps."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "asymalign", "jax")
+
+
+def resolve_compile_cache(setting: bool | str | os.PathLike | None = None) -> str | None:
+    """The cache directory to use, or ``None`` for no cache.
+
+    Args:
+      setting: ``False``: off; a path: that directory; ``None`` or ``True``:
+        the environment variable :data:`ENV_VAR` if set (a path, or ``0``/``off``
+        to disable), else a directory already configured in JAX, else
+        :func:`default_compile_cache`.
+
+    Returns:
+      An absolute directory path, or ``None`` when the cache is off.
+
+    >>> resolve_compile_cache(False) is None
+    True
+    >>> resolve_compile_cache("/tmp/asymalign-cache")
+    '/tmp/asymalign-cache'
+    """
+    if setting is False:
+        return None
+    if setting is not None and setting is not True:
+        return os.path.abspath(os.fspath(setting))
+    env = os.environ.get(ENV_VAR)
+    if env is not None:
+        if env.strip().lower() in _OFF:
+            return None
+        return os.path.abspath(os.path.expanduser(env))
+    import jax
+
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        return configured
+    return default_compile_cache()
+
+
+def enable_compile_cache(setting: bool | str | os.PathLike | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache (see :func:`resolve_compile_cache`).
+
+    Safe to call more than once and after JAX has compiled: a different
+    directory re-initialises JAX's cache. A directory that cannot be created
+    leaves the cache off (a cache is an optimisation, never an error).
+
+    Args:
+      setting: as for :func:`resolve_compile_cache`.
+
+    Returns:
+      The directory in use, or ``None`` when the cache is off.
+    """
+    path = resolve_compile_cache(setting)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    import jax
+
+    if jax.config.jax_compilation_cache_dir != path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        try:  # JAX initialises its cache object once per process
+            from jax._src import compilation_cache as _cc
+
+            if getattr(_cc, "_cache_initialized", False):
+                _cc.reset_cache()
+        except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+            pass
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
+    return path
