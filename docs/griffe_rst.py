@@ -1,0 +1,75 @@
+"""Griffe extension (mkdocs.yml): render the reStructuredText bits of asymalign docstrings as Markdown.
+
+The docstrings are Google style but state formulas with ``.. math::`` blocks and
+refer to each other with Sphinx roles (``:func:`~asymalign.kl```), which
+Markdown would show verbatim. Before mkdocstrings renders a docstring:
+
+* a ``.. math::`` block (inline content and/or the indented lines below it)
+  becomes a display formula ``$$ … $$`` (MathJax through pymdownx.arithmatex);
+* ``:func:`~a.b.c``` becomes ```c``` and ``:mod:`a.b``` becomes ```a.b```
+  (plain code, never a link that could break the strict build).
+
+The docstrings themselves are not changed (``help()`` and doctests see the originals).
+"""
+
+from __future__ import annotations
+
+import re
+
+import griffe
+
+_ROLE = re.compile(r":(?:py:)?(?:func|mod|class|meth|attr|data|obj|exc|const):`(~?)([^`]+)`")
+_MATH = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
+
+
+def _role(m: re.Match) -> str:
+    tilde, target = m.group(1), m.group(2).strip()
+    if "<" in target and target.endswith(">"):  # :func:`text <target>`
+        target = target.split("<", 1)[0].strip()
+    elif tilde:
+        target = target.rsplit(".", 1)[-1]
+    return f"`{target}`"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def rst_to_markdown(text: str) -> str:
+    """Convert ``.. math::`` blocks and Sphinx roles in one docstring (see the module docstring)."""
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _MATH.match(lines[i])
+        if not m:
+            out.append(_ROLE.sub(_role, lines[i]))
+            i += 1
+            continue
+        pad, body = m.group(1), [m.group(2)] if m.group(2).strip() else []
+        base = len(pad)
+        i += 1
+        # The block: blank lines and lines indented deeper than the directive.
+        block: list[str] = []
+        while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base):
+            block.append(lines[i])
+            i += 1
+        while block and not block[-1].strip():  # trailing blank lines stay outside
+            block.pop()
+            i -= 1
+        body += [ln.strip() for ln in block if ln.strip()]
+        if out and out[-1].strip():
+            out.append("")
+        out += [pad + "$$", *(pad + ln for ln in body), pad + "$$"]
+        if i < len(lines) and lines[i].strip():
+            out.append("")
+    return "\n".join(out)
+
+
+class RstToMarkdown(griffe.Extension):
+    """Rewrite each object's docstring as it is loaded (see :func:`rst_to_markdown`)."""
+
+    def on_instance(self, *, node, obj, agent, **kwargs) -> None:  # noqa: D102
+        doc = getattr(obj, "docstring", None)
+        if doc is not None and doc.value and (".. math::" in doc.value or ":`" in doc.value):
+            doc.value = rst_to_markdown(doc.value)

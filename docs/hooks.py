@@ -1,0 +1,335 @@
+"""mkdocs hooks for the asymalign documentation site (referenced from mkdocs.yml).
+
+At build time they
+
+* serve ``figures/*.png`` of the repository as ``figures/NAME.png`` in the site
+  (generated files: nothing is copied into ``docs/``, nothing to keep in sync);
+* expand three comment directives in the Markdown pages, so that the site shows
+  the repository's own text instead of a copy that drifts:
+
+  - ``<!-- include: PATH -->``: the whole file ``PATH`` (relative to the repository root);
+  - ``<!-- include-section: PATH | Heading -->``: the body of the section of ``PATH``
+    under the heading ``Heading`` (up to the next heading of the same or a higher level);
+  - ``<!-- figures-gallery -->``: every ``figures/*.png`` not already shown on the page,
+    captioned with the experiment's one-line description from ``asymalign._registry``;
+
+  a directive whose file or section is missing fails the build;
+* fail the build (``PluginError``) when a public name of the package (an entry of
+  ``__all__`` of ``asymalign`` or of any public submodule that defines ``__all__``,
+  e.g. ``asymalign.markov``, ``asymalign.testing``) is not rendered by a ``:::``
+  directive of the API reference. :func:`missing_from_reference` is the check;
+  ``tests/test_docs_site.py`` runs it on a fake ``__all__`` to show it fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import pkgutil
+import re
+from collections.abc import Iterable, Mapping
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = "asymalign"
+
+# Links in included repository text that point at repository files: where they live in the site.
+_LINK_MAP = {
+    "THEORY.md": "theory.md",
+    "../shared/THEORY.md": "theory.md",
+    "docs/theory.md": "theory.md",
+    "benchmarks/RESULTS.md": "benchmarks.md",
+    "RESULTS.md": "benchmarks.md",
+    "README.md": "index.md",
+    "docs/testing.md": "testing.md",
+}
+_DIRECTIVE = re.compile(r"<!--\s*(include-section|include|figures-gallery)\s*:?\s*(.*?)\s*-->")
+_ANCHOR = re.compile(r'\bid="(' + PACKAGE + r'(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"')
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+_anchors: set[str] = set()  # ids of the objects rendered by mkdocstrings in this build
+
+
+# --------------------------------------------------------------------------------------
+# The public-name check
+# --------------------------------------------------------------------------------------
+
+
+def exported_names(package: str = PACKAGE) -> dict[str, list[str]]:
+    """``{module: __all__}`` for the package and every public submodule that defines ``__all__``."""
+    pkg = importlib.import_module(package)
+    out = {package: list(getattr(pkg, "__all__", []))}
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        mod = importlib.import_module(info.name)
+        if hasattr(mod, "__all__"):
+            out[info.name] = list(mod.__all__)
+    return out
+
+
+def _resolve(path: str):
+    """The object named by a dotted path (longest importable module prefix, then attributes)."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return _MISSING
+        return obj
+    return _MISSING
+
+
+_MISSING = object()
+
+
+def missing_from_reference(anchors: Iterable[str], exported: Mapping[str, Iterable[str]]) -> list[str]:
+    """Public names that no rendered API entry documents.
+
+    A name ``N`` exported by module ``M`` is documented when the reference renders an
+    object with id ``M.N``, or an id ``X.N`` that resolves to the very same object
+    (a name re-exported by ``asymalign`` and rendered on its concept module's page).
+
+    Args:
+      anchors: ids of the rendered objects (``asymalign.tilting.solve_lambda``, ...).
+      exported: module name -> its ``__all__``.
+
+    Returns:
+      The sorted dotted names ``M.N`` that are missing (empty when all are documented).
+    """
+    by_last: dict[str, list[str]] = {}
+    for a in anchors:
+        by_last.setdefault(a.rsplit(".", 1)[-1], []).append(a)
+    missing = []
+    for module, names in exported.items():
+        mod = _resolve(module)
+        for name in names:
+            full = f"{module}.{name}"
+            candidates = by_last.get(name, [])
+            if full in candidates:
+                continue
+            obj = getattr(mod, name, _MISSING) if mod is not _MISSING else _MISSING
+            if obj is not _MISSING and any(_resolve(a) is obj for a in candidates):
+                continue
+            missing.append(full)
+    return sorted(missing)
+
+
+_ARGS_HEADER = re.compile(r"^(\s*)(Args|Arguments|Parameters|Keyword Args|Keyword Arguments):\s*$")
+_ARG_LINE = re.compile(r"^([*]{0,2}[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[*]{0,2}[A-Za-z_][A-Za-z0-9_]*)*)\s*(?:\([^)]*\))?\s*:")
+
+
+def documented_parameters(doc: str) -> list[str]:
+    """Parameter names listed in the ``Args:`` sections of a Google-style docstring.
+
+    One entry may name several parameters (``p, r: the model``).
+    """
+    lines = (doc or "").splitlines()
+    names: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _ARGS_HEADER.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        base, item = len(m.group(1)), None
+        while i < len(lines):
+            line = lines[i]
+            if line.strip():
+                ind = len(line) - len(line.lstrip())
+                if ind <= base:
+                    break
+                if item is None:
+                    item = ind
+                if ind == item:
+                    a = _ARG_LINE.match(line.strip())
+                    if a:
+                        names += [n.strip().lstrip("*") for n in a.group(1).split(",")]
+            i += 1
+    return names
+
+
+def stale_parameters(exported: Mapping[str, Iterable[str]]) -> list[str]:
+    """``module.function(name)`` for every documented parameter that the function does not have.
+
+    Catches docstrings left behind by a rename (``log_n`` -> ``log_num_samples``).
+    """
+    import inspect
+
+    out = set()
+    for module, names in exported.items():
+        mod = _resolve(module)
+        for name in names:
+            obj = getattr(mod, name, None)
+            funcs = []
+            if inspect.isfunction(obj) or (callable(obj) and hasattr(obj, "__wrapped__")):
+                funcs.append((name, obj))
+            elif inspect.isclass(obj):
+                funcs += [
+                    (f"{name}.{k}", v)
+                    for k, v in vars(obj).items()
+                    if inspect.isfunction(v) and not k.startswith("_")
+                ]
+            for label, f in funcs:
+                try:
+                    params = set(inspect.signature(f).parameters)
+                except (TypeError, ValueError):
+                    continue
+                for p in documented_parameters(inspect.getdoc(f)):
+                    if p not in params:
+                        out.add(f"{module}.{label}({p})")
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------
+# Include directives
+# --------------------------------------------------------------------------------------
+
+
+def _read(rel: str) -> str:
+    path = ROOT / rel
+    if not path.is_file():
+        raise _error(f"include: {rel} does not exist (relative to the repository root {ROOT})")
+    return path.read_text(encoding="utf-8")
+
+
+def _strip_fences(lines: list[str]) -> list[bool]:
+    """For each line, whether it lies inside a fenced code block (headings there are not headings)."""
+    inside, out, fence = False, [], None
+    for line in lines:
+        s = line.lstrip()
+        if not inside and (s.startswith("```") or s.startswith("~~~")):
+            inside, fence = True, s[:3]
+            out.append(True)
+        elif inside and s.startswith(fence):
+            inside = False
+            out.append(True)
+        else:
+            out.append(inside)
+    return out
+
+
+def section(text: str, heading: str) -> str:
+    """Body of the Markdown section titled ``heading`` (without the heading line)."""
+    lines = text.splitlines()
+    in_code = _strip_fences(lines)
+    start, level = None, None
+    for i, line in enumerate(lines):
+        m = None if in_code[i] else _HEADING.match(line)
+        if not m:
+            continue
+        if start is None and m.group(2).strip() == heading.strip():
+            start, level = i + 1, len(m.group(1))
+        elif start is not None and len(m.group(1)) <= level:
+            return "\n".join(lines[start:i]).strip("\n")
+    if start is None:
+        raise _error(f"include-section: no heading {heading!r}")
+    return "\n".join(lines[start:]).strip("\n")
+
+
+def _fix_links(text: str) -> str:
+    def repl(m):
+        target = m.group(2)
+        anchor = ""
+        if "#" in target:
+            target, anchor = target.split("#", 1)
+            anchor = "#" + anchor
+        return f"]({_LINK_MAP.get(target, target)}{anchor})"
+
+    return re.sub(r"\]\(([<]?)([^)\s>]+)[>]?\)", lambda m: repl(m), text)
+
+
+def _gallery(markdown_so_far: str) -> str:
+    try:
+        from asymalign._registry import EXPERIMENTS
+    except ImportError:  # pragma: no cover - registry moved
+        EXPERIMENTS = {}
+    pngs = sorted((ROOT / "figures").glob("*.png"))
+    order = {name: i for i, name in enumerate(EXPERIMENTS)}
+    pngs.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    parts = []
+    for png in pngs:
+        if f"figures/{png.name}" in markdown_so_far:
+            continue
+        desc = EXPERIMENTS.get(png.stem, "")
+        parts.append(f"![{png.stem}](figures/{png.name})\n**`{png.stem}`**" + (f" — {desc}." if desc else ""))
+    return "\n\n".join(parts)
+
+
+def expand(markdown: str) -> str:
+    """Expand the include directives of one page (see the module docstring)."""
+    out, pos = [], 0
+    for m in _DIRECTIVE.finditer(markdown):
+        out.append(markdown[pos : m.start()])
+        kind, arg = m.group(1), m.group(2)
+        if kind == "include":
+            out.append(_fix_links(_read(arg.strip())))
+        elif kind == "include-section":
+            if "|" not in arg:
+                raise _error(f"include-section needs 'PATH | Heading', got {arg!r}")
+            rel, heading = (s.strip() for s in arg.split("|", 1))
+            try:
+                out.append(_fix_links(section(_read(rel), heading)))
+            except Exception as e:
+                raise _error(f"{rel}: {e}") from e
+        else:
+            out.append(_gallery("".join(out)))
+        pos = m.end()
+    out.append(markdown[pos:])
+    return "".join(out)
+
+
+def _error(msg: str) -> Exception:
+    try:
+        from mkdocs.exceptions import PluginError
+    except ImportError:  # pragma: no cover - used without mkdocs
+        return RuntimeError(msg)
+    return PluginError(msg)
+
+
+# --------------------------------------------------------------------------------------
+# mkdocs events
+# --------------------------------------------------------------------------------------
+
+
+def on_pre_build(config, **kwargs):
+    _anchors.clear()
+
+
+def on_files(files, config, **kwargs):
+    from mkdocs.structure.files import File
+
+    for png in sorted((ROOT / "figures").glob("*.png")):
+        uri = f"figures/{png.name}"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(png)))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    return expand(markdown)
+
+
+def on_page_content(html, page, config, files, **kwargs):
+    _anchors.update(_ANCHOR.findall(html))
+    return html
+
+
+def on_post_build(config, **kwargs):
+    exported = exported_names()
+    problems = []
+    missing = missing_from_reference(_anchors, exported)
+    if missing:
+        problems.append(
+            "public names missing from the API reference (add them to a ::: directive under docs/api/, "
+            "and give them a docstring): " + ", ".join(missing)
+        )
+    stale = stale_parameters(exported)
+    if stale:
+        problems.append("docstrings document parameters the function does not have: " + ", ".join(stale))
+    if problems:
+        raise _error("; ".join(problems))
