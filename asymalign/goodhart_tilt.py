@@ -1,0 +1,240 @@
+r"""Gold reward of the KL-RL tilt on the proxy, its Goodhart peak, and the Gao et al. fits (THEORY.md §13).
+
+The KL-RL optimum for the proxy ``r`` at any budget is the tilt
+``φ_λ^{⊗n}`` (§3), so its gold reward is ``n E_{φ_λ} g`` and
+``d/dλ E_{φ_λ} g = Cov_{φ_λ}(r, g)``: the gold peaks where that covariance
+vanishes. Gao, Schulman, Hilton (ICML 2023, arXiv 2210.10760) fit gold against
+``d = sqrt(KL)`` with ``d(α - βd)`` (best-of-N) and ``d(α - β log d)`` (RL).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from . import _numerics as nx
+from ._validate import check_model, check_positive_int, check_real, is_concrete
+from .goodhart import check_gold
+from .tilting import _moments, _prep, tilt
+
+__all__ = ["GoodhartPeak", "GaoFit", "tilt_gold", "tilt_gold_covariance", "goodhart_peak", "fit_gao"]
+
+
+class GoodhartPeak(NamedTuple):
+    """Where the gold reward of the proxy tilt peaks (THEORY.md §13).
+
+    Attributes:
+      lam: ``λ† >= 0`` with ``Cov_{φ_λ†}(r, g) = 0`` (the first positive root;
+        ``0`` if ``Cov_p(r, g) <= 0``, ``+inf`` if the covariance never
+        changes sign).
+      kl: per-token KL ``K(λ†) = KL(φ_λ† || p)``.
+      d: ``sqrt(n K(λ†))``, the peak on the Gao et al. axis.
+      gold: total gold at the peak, ``n E_{φ_λ†} g``.
+      gain: ``gold - n E_p g``.
+      alpha, beta: small-``d`` coefficients, ``G - n μ_g = α d - β d^2 + O(d^3)``.
+    """
+
+    lam: jax.Array
+    kl: jax.Array
+    d: jax.Array
+    gold: jax.Array
+    gain: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+
+
+class GaoFit(NamedTuple):
+    """Least-squares fit of a Gao et al. form: coefficients, residuals ``gold - fit``, their RMS."""
+
+    alpha: jax.Array
+    beta: jax.Array
+    residuals: jax.Array
+    rms: jax.Array
+
+
+def _prep3(p, r, g, lam):
+    dt = nx.float_dtype(p, r, g, lam)
+    return (jnp.asarray(x, dt) for x in (p, r, g, lam))
+
+
+def _tilt_gold_cov(p, r, g, lam):
+    phi = tilt(p, r, lam)
+    pos = p > 0
+    gz = jnp.where(pos, g, 0.0)
+    rz = jnp.where(pos, r, 0.0)
+    eg = jnp.sum(phi * gz, axis=-1)
+    er = jnp.sum(phi * rz, axis=-1)
+    cov = jnp.sum(phi * (rz - er[..., None]) * (gz - eg[..., None]), axis=-1)
+    return eg, cov
+
+
+def tilt_gold(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLike, n: int = 1) -> jax.Array:
+    r"""Gold reward of the KL-RL tilt on the proxy: ``n E_{φ_λ} g`` (THEORY.md §13).
+
+    ``φ_λ ∝ p e^{λ r}`` is the KL-RL optimum for the proxy ``r`` (§3); on
+    sequences ``φ_λ^{⊗n}``, whose total gold is ``n E_{φ_λ} g``. ``lam`` may
+    be an array (broadcast) and ``±inf`` (the arg-max / arg-min set of ``r``).
+    Jittable, differentiable.
+
+    Args:
+      p: reference, shape ``(k,)``. r: proxy reward. g: gold reward.
+      lam: tilt parameter(s). n: sequence length.
+
+    Returns:
+      Total gold reward, shape of ``lam``.
+
+    >>> import asymalign as aa
+    >>> float(aa.tilt_gold([0.5, 0.5], [0.0, 1.0], [2.0, 0.0], 0.0, n=3))
+    3.0
+    """
+    n = check_positive_int(n, "n")
+    check_model(p, r)
+    if is_concrete(g):
+        check_gold(g, p)
+    check_real(lam, "lam", allow_inf=True)
+    return n * _tilt_gold_cov(*_prep3(p, r, g, lam))[0]
+
+
+def tilt_gold_covariance(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""``Cov_{φ_λ}(r, g) = d/dλ E_{φ_λ} g`` (THEORY.md §13). Jittable.
+
+    >>> import asymalign as aa
+    >>> float(aa.tilt_gold_covariance([0.5, 0.5], [0.0, 1.0], [0.0, 2.0], 0.0))
+    0.5
+    """
+    check_model(p, r)
+    if is_concrete(g):
+        check_gold(g, p)
+    check_real(lam, "lam", allow_inf=True)
+    return _tilt_gold_cov(*_prep3(p, r, g, lam))[1]
+
+
+@jax.jit
+def _peak(p, r, g, nf):
+    pos = p > 0
+    rmin, rmax = nx.support_range(p, r)
+    scale = jnp.maximum(rmax - rmin, jnp.finfo(p.dtype).tiny)
+    # grid in a sinh-stretched variable: λ from 0 to sinh(40)/scale
+    v = jnp.linspace(0.0, nx._SINH_V, 2049, dtype=p.dtype)
+    lam_grid = jnp.sinh(v) / scale
+    _, cov = _tilt_gold_cov(p, r, g, lam_grid)
+    neg = cov <= 0
+    j = jnp.argmax(neg)  # first index with Cov <= 0 (0 if Cov_p <= 0)
+    found = jnp.any(neg)
+    lo0 = lam_grid[jnp.maximum(j - 1, 0)]
+    hi0 = lam_grid[j]
+
+    def body(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        c = _tilt_gold_cov(p, r, g, mid)[1]
+        return jnp.where(c > 0, mid, lo), jnp.where(c > 0, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 200, body, (lo0, hi0))
+    lam = jnp.where(j == 0, 0.0, jnp.where(found, 0.5 * (lo + hi), jnp.inf))
+    eg, _ = _tilt_gold_cov(p, r, g, lam)
+    kl = _moments(p, r, lam)[2]
+    # small-d coefficients at λ = 0 (moments of p)
+    w = jnp.where(pos, p, 0.0)
+    rz, gz = jnp.where(pos, r, 0.0), jnp.where(pos, g, 0.0)
+    mr, mg = jnp.sum(w * rz), jnp.sum(w * gz)
+    dr, dg = rz - mr, gz - mg
+    var = jnp.sum(w * dr * dr)
+    c0 = jnp.sum(w * dr * dg)
+    k3 = jnp.sum(w * dr**3)
+    krrg = jnp.sum(w * dr * dr * dg)
+    alpha = jnp.sqrt(2.0 * nf) * c0 / jnp.sqrt(var)
+    beta = -krrg / var + (2.0 / 3.0) * c0 * k3 / var**2
+    return GoodhartPeak(lam, kl, jnp.sqrt(nf * kl), nf * eg, nf * (eg - mg), alpha, beta)
+
+
+def goodhart_peak(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int = 1) -> GoodhartPeak:
+    r"""The Goodhart peak of the proxy tilt and its small-``d`` expansion (THEORY.md §13).
+
+    ``λ†`` solves ``Cov_{φ_λ†}(r, g) = 0`` (the first root on ``λ > 0``:
+    first sign change on a 2049-point grid in ``v = asinh(λ (r_max - r_min))``,
+    then 200 bisection steps). Per-token ``λ†`` and ``K(λ†)`` do not depend
+    on ``n``; the total KL is ``n K(λ†)``. Small-``d`` expansion of the exact
+    tilt curve (``d = sqrt(n K(λ))``):
+
+    .. math::
+       G - n μ_g = α d - β d^2 + O(d^3), \quad α = \sqrt{2n}\, Cov_p(r, g) / σ_r,
+       \quad β = -κ_{rrg}/σ_r^2 + \tfrac23 Cov_p(r, g) κ_3(r) / σ_r^4,
+
+    ``κ_{rrg} = E_p[(r-μ_r)^2 (g-μ_g)]``: the best-of-N shape of Gao et al.
+    near 0, not ``d log d``. Jittable inner solve; needs a non-constant proxy.
+
+    Args:
+      p, r, g: reference, proxy and gold per token (shape ``(k,)``).
+      n: sequence length (scales ``d``, ``gold``, ``gain`` and ``α``).
+
+    Returns:
+      :class:`GoodhartPeak`.
+
+    >>> import asymalign as aa
+    >>> pk = aa.goodhart_peak([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, -1.0])
+    >>> round(float(pk.lam), 6), round(float(pk.gold), 6) > 0.7
+    (0.262043, True)
+    """
+    n = check_positive_int(n, "n")
+    check_model(p, r)
+    check_gold(g, p)
+    p, r, g, nf = _prep3(p, r, g, float(n))
+    if is_concrete(p, r):
+        lo, hi = nx.support_range(p, r)
+        if not float(hi) > float(lo):
+            raise ValueError("r must take at least two values on supp p (a constant proxy has no tilt)")
+    return _peak(p, r, g, nf)
+
+
+def fit_gao(d: ArrayLike, gold: ArrayLike, form: str = "bon") -> GaoFit:
+    r"""Least-squares fit of a Gao, Schulman, Hilton (2023) form to a gold curve.
+
+    ``form="bon"``: ``gold ≈ d (α - β d)``; ``form="rl"``: ``gold ≈ d (α - β log d)``.
+    Both are linear in ``(α, β)``, solved by ``lstsq`` (no intercept: pass the
+    gold *gain* over the reference, ``G - G(0)``). At ``d = 0`` the RL
+    regressor ``d log d`` takes its limit ``0`` (the point then only
+    contributes its residual ``gold(0)``); THEORY.md §13 shows the exact
+    KL-optimal curve has the ``bon`` shape near 0.
+
+    Args:
+      d: ``sqrt(KL)`` values ``>= 0`` (any shape; flattened).
+      gold: gold gains, same shape.
+      form: ``"bon"`` or ``"rl"``.
+
+    Returns:
+      :class:`GaoFit` ``(alpha, beta, residuals, rms)``.
+
+    >>> import asymalign as aa, numpy as np
+    >>> d = np.linspace(0, 2, 9); fit = aa.fit_gao(d, d * (1.5 - 0.5 * d))
+    >>> round(float(fit.alpha), 9), round(float(fit.beta), 9)
+    (1.5, 0.5)
+    """
+    if form not in ("bon", "rl"):
+        raise ValueError(f"form must be 'bon' or 'rl', got {form!r}")
+    if is_concrete(d, gold):
+        da, ga = np.asarray(d), np.asarray(gold)
+        if da.shape != ga.shape:
+            raise ValueError(f"d and gold must have the same shape, got {da.shape} and {ga.shape}")
+        if da.size < 2:
+            raise ValueError("d must have at least two points to fit two coefficients")
+        if not np.all(np.isfinite(da)) or np.any(da < 0):
+            raise ValueError("d must be finite and >= 0")
+        if not np.all(np.isfinite(ga)):
+            raise ValueError("gold must be finite")
+    dt = nx.float_dtype(d, gold)
+    d = jnp.ravel(jnp.asarray(d, dt))
+    y = jnp.ravel(jnp.asarray(gold, dt))
+    if form == "bon":
+        second = d * d
+    else:
+        pos = d > 0
+        second = jnp.where(pos, d * jnp.log(jnp.where(pos, d, 1.0)), 0.0)
+    x = jnp.stack([d, -second], axis=1)
+    coef = jnp.linalg.lstsq(x, y)[0]
+    res = y - x @ coef
+    return GaoFit(coef[0], coef[1], res, jnp.sqrt(jnp.mean(res * res)))
