@@ -177,8 +177,8 @@ def goodhart_peak(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int = 1) -> Goodh
 
     >>> import asymalign as aa
     >>> pk = aa.goodhart_peak([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, -1.0])
-    >>> round(float(pk.lam), 6), round(float(pk.gold), 6) > 0.7
-    (0.262043, True)
+    >>> round(float(pk.lam), 6), round(float(pk.gain), 4)
+    (0.262043, 0.028)
     """
     n = check_positive_int(n, "n")
     check_model(p, r)
