@@ -1,0 +1,30 @@
+"""Markov reference models (THEORY.md §14): chains, tilts, exact laws, Rényi rates and Monte Carlo."""
+
+from .chain import MarkovChain, chain_fingerprint, check_chain, log_perron_root
+from .tilting import (
+    MarkovKLRL,
+    doob_transform,
+    kl_rate,
+    kl_rl,
+    log_partition,
+    rate_function,
+    scaled_cgf,
+    scaled_cumulants,
+    solve_lambda,
+)
+
+__all__ = [
+    "MarkovChain",
+    "MarkovKLRL",
+    "chain_fingerprint",
+    "check_chain",
+    "doob_transform",
+    "kl_rate",
+    "kl_rl",
+    "log_partition",
+    "log_perron_root",
+    "rate_function",
+    "scaled_cgf",
+    "scaled_cumulants",
+    "solve_lambda",
+]
