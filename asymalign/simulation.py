@@ -1,63 +1,51 @@
-r"""Monte-Carlo best-of-N: a genuine simulator and its estimators (THEORY.md §8).
+r"""Monte-Carlo best-of-N and its relatives: genuine simulators (THEORY.md §8, §12, §13).
 
 :func:`simulate_bon` draws, for each of ``num_trials`` independent trials,
-``N = num_samples`` sequences of ``n`` i.i.d. tokens from the reference ``p``,
-scores each by its total reward ``r_n(y) = Σ_i r(y_i)`` and keeps one of
-highest reward (lowest with ``worst=True``). It never uses the exact law of
-``r_n``, so it is an independent check of the exact machinery of THEORY.md §6
-and §7: over trials the chosen level has law
+``N = num_samples`` sequences of ``n`` i.i.d. tokens from the sampling law
+``p``, scores each by its total (proxy) reward ``r_n(y) = Σ_i r(y_i)`` and
+keeps one. It never uses the exact law of ``r_n``, so it is an independent
+check of the exact machinery (THEORY.md §6, §7, §10–§13). Selection rules:
 
-.. math::
+- best-of-N (default): one of highest reward; the chosen level has law
+  ``B_N(s) = F(s)^N - F(s-)^N``; worst-of-N (``worst=True``): one of lowest
+  reward, ``W_N(s) = (1 - F(s-))^N - (1 - F(s))^N``. Ties: the first drawn.
+- soft best-of-N (``temperature=τ``, THEORY.md §12): ``Y_j`` with probability
+  ``w_j / Σ_i w_i``, ``w = exp(r_n / τ)`` (``exp(-r_n / τ)`` with
+  ``worst=True``), by the Gumbel-max rule ``argmax_j r_n(Y_j)/τ + G_j``,
+  ``G_j`` i.i.d. standard Gumbel (``jax.random.gumbel``, exact up to the
+  rounding of the float dtype; prefer float64 for small selection probabilities).
+- Best-of-Poisson (:func:`simulate_best_of_poisson`, §12): ``N = 1 +
+  Poisson(μ)`` drawn per trial (``jax.random.poisson``), then any rule above;
+  exact, never truncated: each trial draws blocks until it has ``N`` samples.
+- From an aligned model: pass it as the sampling law, e.g. best-of-N from the
+  tilt ``φ_λ`` is ``simulate_bon(key, tilt(p, r, lam), r, ...)`` (its level
+  law is ``best_of_n`` of the tilt's law, §10); the sampler rounds any law to
+  ``2^-32`` exactly as it does ``p``.
+- Gold reward (§13): with a per-token ``g`` the gold ``G_n = Σ_i g(y_i)`` of
+  the chosen sequence is returned too; selection is always by the proxy ``r``.
 
-    B_N(s) = F(s)^N - F(s-)^N \quad\text{(best-of-N)}, \qquad
-    W_N(s) = (1 - F(s-))^N - (1 - F(s))^N \quad\text{(worst-of-N)}.
+:func:`simulate_draws` returns the proxy and gold totals of every draw (for the
+unbiased estimator :func:`~asymalign.bon_gold_unbiased`).
 
-The estimators :func:`mc_mean`, :func:`mc_level_frequencies` and
-:func:`mc_win_rate` turn the per-trial output into estimates with standard
-errors, to be compared with :func:`~asymalign.bon_reward`,
-:func:`~asymalign.bon_level_law` and :func:`~asymalign.bon_win_rate`.
+Sampling: see :mod:`asymalign.sampling` (every token has the law ``c / 2^32``,
+``p`` rounded to ``2^-32``; alias tables up to ``k = 2^20`` tokens).
 
-Sampling. When ``p`` is concrete, every token has the law ``c / 2^32`` with
-integer masses ``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))`` (``F_p(j) =
-p_0 + … + p_j``, computed in float64 on the host), i.e. ``p`` rounded to a
-resolution of ``2^-32``: a token with ``p_j = 0`` is never drawn and one with
-``0 < p_j < 2^-33`` may be drawn with probability 0.
-
-For ``k <= 2^12`` tokens are drawn ``m`` at a time, one uint32 word of
-``jax.random.bits`` per group of ``m`` consecutive tokens of a sequence, where
-``m = min(n, ⌊12 / log2 k⌋)`` (``k^m <= 2^12``; ``m = 4`` for ``k = 8``). The
-``k^m`` groups have integer masses ``C`` summing to ``2^32``, built by rounding
-the product law ``Π_i c_{y_i} / 2^{32(m-1)}`` (first half of the group times
-second half, recursively) cell by cell to floor or ceiling with the row and
-column sums held exact (a 0-1 matrix with given margins: Ryser's greedy
-construction). Hence every position of a group has exactly the marginal law
-``c / 2^32``, and a group's probability differs from that of ``m``
-independent tokens by at most ``(m - 1) · 2^-32`` (and is 0 wherever a token
-has ``c_j = 0``). A group is drawn with probability exactly ``C / 2^32`` by
-Walker's alias method on a table of ``2^q >= k^m`` cells (``q <= 12``): the
-top ``q`` bits of the word pick a cell, the other ``32 - q`` bits are
-compared with its integer threshold. When ``n`` is not a multiple of ``m``,
-the last group of a sequence uses only its first ``n mod m`` tokens.
-
-Otherwise (``p`` traced under an outer ``jit``, or ``k > 2^12``) each token
-is one word ``u`` inverted through integer CDF thresholds ``t_j = round(2^32
-F_p(j))``: the token is the number of thresholds ``<= u`` (drawn with
-probability ``(t_x - t_{x-1}) / 2^32``; a traced float32 ``p`` gives a
-resolution of about ``2^-24``).
-
-Memory and reproducibility. Trials are processed ``lax.map``-ped in chunks of
-``vmap``-ped trials, and inside a trial the ``N`` samples are drawn in chunks
-with a running maximum (``lax.scan``), so at most about ``chunk_size`` tokens
-exist at once whatever ``N · n · num_trials`` is. The random stream does not
-depend on the chunking: trial ``i`` uses ``fold_in(key, i)``, and its samples
-come in fixed blocks of ``B = min(N, max(1, 4096 // n))`` sequences, block
-``b`` drawn from ``fold_in(fold_in(key, i), b)``. Results are therefore
-bit-identical for every ``chunk_size``.
+Memory and reproducibility. Trials are processed in chunks of ``vmap``-ped
+trials, and inside a trial the samples are drawn in chunks with a running
+best, so at most about ``chunk_size`` tokens exist at once whatever ``N · n ·
+num_trials`` is. The random stream does not depend on the chunking: trial
+``i`` uses ``t_i = fold_in(key, i)``, and its samples come in fixed blocks of
+``B = min(N, max(1, 4096 // n))`` sequences, block ``b`` drawn from ``k_b =
+fold_in(t_i, b)`` (its Gumbel noise from ``fold_in(k_b, 1)``; the Poisson count
+of trial ``i`` from ``fold_in(t_i, 2^32 - 1)``). Results are therefore
+bit-identical for every ``chunk_size``, and the hard and soft rules (and
+:func:`simulate_draws` with ``num_draws = N``) see the same sequences.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -65,60 +53,56 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _numerics as nx
-from ._validate import check_model, check_positive_int, check_real, is_concrete
+from ._validate import check_model, check_nonneg, check_positive_int, check_reward, is_concrete
+from .sampling import _alias_split, _draw_tokens, _group_size, _group_tokens, _group_values, make_sampler
 
 __all__ = [
     "BoNSimulation",
-    "Estimate",
-    "LevelFrequencies",
+    "Draws",
     "simulate_bon",
-    "mc_mean",
-    "mc_level_frequencies",
-    "mc_win_rate",
+    "simulate_best_of_poisson",
+    "simulate_draws",
 ]
+
+_ = _group_size  # re-exported for benchmarks/cases.py
 
 # Tokens per fixed random block: the block size B = max(1, _BLOCK_TOKENS // n)
 # (at most N) fixes the random stream; chunking only groups whole blocks.
 _BLOCK_TOKENS = 4096
 # Default bound on the number of tokens drawn at once (a few tens of MB).
 _DEFAULT_CHUNK = 2**21
-# Above this many thresholds, binary search beats comparing with all of them.
-_COMPARE_ALL_MAX = 32
-# Tokens grouped into one word index an alias table of at most 2^_TABLE_BITS cells.
-_TABLE_BITS = 12
+# fold_in index of a trial's Poisson count (block indices never reach it).
+_COUNT_STREAM = 2**32 - 1
+# Largest Poisson mean (N stays far inside int32).
+_MAX_POISSON_MEAN = 1e9
 
 
 class BoNSimulation(NamedTuple):
-    """Output of :func:`simulate_bon`.
+    """Output of :func:`simulate_bon` and :func:`simulate_best_of_poisson`.
 
     Attributes:
-      rewards: total reward ``r_n`` of the chosen sequence, one per trial,
+      rewards: proxy total reward ``r_n`` of the chosen sequence, one per trial,
         shape ``(num_trials,)``, in the float dtype of ``r``.
       tokens: the chosen sequences, shape ``(num_trials, n)``, int32; ``None``
         unless ``return_tokens=True``.
+      gold: gold total ``G_n = Σ_i g(y_i)`` of the chosen sequence,
+        ``(num_trials,)`` in the float dtype of ``g``; ``None`` without ``g``.
+      num_drawn: ``N`` of each trial, ``(num_trials,)`` int32 (constant for
+        :func:`simulate_bon`, ``1 + Poisson(μ)`` for Best-of-Poisson).
     """
 
     rewards: jax.Array
     tokens: jax.Array | None
+    gold: jax.Array | None = None
+    num_drawn: jax.Array | None = None
 
 
-class Estimate(NamedTuple):
-    """A Monte-Carlo estimate: ``mean`` and its standard error ``stderr``."""
+class Draws(NamedTuple):
+    """Output of :func:`simulate_draws`: proxy totals ``rewards`` and gold totals
+    ``gold`` (``None`` without ``g``) of every draw, shape ``(num_trials, num_draws)``."""
 
-    mean: jax.Array
-    stderr: jax.Array
-
-
-class LevelFrequencies(NamedTuple):
-    """Empirical law over given levels: ``freq`` and its standard errors ``stderr``."""
-
-    freq: jax.Array
-    stderr: jax.Array
-
-
-# ---------------------------------------------------------------------------
-# sampling plan and thresholds (host side, static)
-# ---------------------------------------------------------------------------
+    rewards: jax.Array
+    gold: jax.Array | None
 
 
 class _Plan(NamedTuple):
@@ -143,252 +127,199 @@ def _plan(n: int, num_samples: int, num_trials: int, chunk_size: int) -> _Plan:
     return _Plan(block, bpc, num_chunks, tpc, num_trial_chunks)
 
 
-def _thresholds(p):
-    """Integer CDF thresholds ``round(2^32 F_p(j))``, ``j < k-1``, and the last support index."""
-    if is_concrete(p):
-        a = np.asarray(p, np.float64)
-        cdf = np.cumsum(a)
-        t = np.rint(cdf[:-1] / cdf[-1] * 2.0**32)
-        t = np.clip(t, 0.0, 2.0**32 - 1).astype(np.uint32)
-        last = int(np.flatnonzero(a > 0)[-1])
-        return jnp.asarray(t), jnp.asarray(last, jnp.int32)
-    p = jnp.asarray(p, nx.float_dtype(p))
-    dt = p.dtype
-    cdf = jnp.cumsum(p)
-    top = float(np.nextafter(np.asarray(2.0**32, dt), np.asarray(0.0, dt)))
-    t = jnp.clip(jnp.round(cdf[:-1] / cdf[-1] * 2.0**32), 0.0, top).astype(jnp.uint32)
-    k = p.shape[-1]
-    last = jnp.max(jnp.where(p > 0, jnp.arange(k, dtype=jnp.int32), 0))
-    return t, last
-
-
-def _tokens_from_bits(bits, thresholds, last):
-    """Token = number of thresholds ``<= bits`` (integer inverse CDF), capped at ``last``."""
-    method = "compare_all" if thresholds.shape[0] <= _COMPARE_ALL_MAX else "scan"
-    tok = jnp.searchsorted(thresholds, bits, side="right", method=method).astype(jnp.int32)
-    # Thresholds equal to 2^32 were clipped to 2^32 - 1; tokens past the last
-    # one with p > 0 (reachable only through that clipping) map back onto it.
-    return jnp.minimum(tok, last)
-
-
-def _draw_tokens(key, thresholds, last, shape):
-    """``shape`` i.i.d. tokens from ``p`` (see the module docstring)."""
-    return _tokens_from_bits(jax.random.bits(key, shape, jnp.uint32), thresholds, last)
-
-
-class _Alias(NamedTuple):
-    """Alias table for groups of ``m`` tokens (see the module docstring).
-
-    A word ``u`` picks cell ``i = u >> (32 - q)`` and keeps it when
-    ``u mod 2^(32-q) < threshold[i]``, else takes ``alias[i]``; cell ``i``
-    is the group whose base-``k`` digits (first token most significant) are
-    ``i``. Cells ``>= k^m`` pad the table to ``2^q`` and have mass 0.
-    """
-
-    threshold: jax.Array  # (2^q,) uint32, in [0, 2^(32-q)]
-    alias: jax.Array  # (2^q,) int32
-
-
-def _group_size(k: int, n: int) -> int:
-    """Largest ``m <= n`` with ``k^m <= 2^_TABLE_BITS`` (0 when ``k`` is too large)."""
-    m = 0
-    while m < min(n, _TABLE_BITS) and k ** (m + 1) <= 2**_TABLE_BITS:
-        m += 1
-    return m
-
-
-def _token_masses(p) -> np.ndarray:
-    """Integer masses ``c_j = round(2^32 F_p(j)) - round(2^32 F_p(j-1))``, summing to ``2^32``."""
-    a = np.asarray(p, np.float64)
-    cdf = np.cumsum(a)
-    t = np.rint(cdf / cdf[-1] * 2.0**32).astype(np.int64)
-    t[-1] = 2**32
-    return np.diff(t, prepend=0)
-
-
-def _round_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer ``X_ij ∈ {⌊a_i b_j / 2^32⌋, ⌈a_i b_j / 2^32⌉}`` with row sums ``a`` and column sums ``b``.
-
-    ``a`` and ``b`` are integer masses summing to ``2^32``. Rounding the floors
-    up by a 0-1 matrix with the missing row and column sums is feasible (the
-    fractional parts are such a matrix, and the transportation polytope is
-    integral); Ryser's greedy builds one: each row rounds up in the columns of
-    largest remaining demand. Cells with ``a_i b_j = 0`` stay 0.
-    """
-    prod = np.multiply.outer(a.astype(object), b.astype(object))  # exact: up to 2^64
-    x = (prod >> 32).astype(np.int64)
-    frac = (prod & (2**32 - 1)).astype(np.int64)
-    need_row = a - x.sum(axis=1)
-    need_col = b - x.sum(axis=0)
-    for i in np.flatnonzero(need_row):
-        cols = np.lexsort((-frac[i], -need_col))[: need_row[i]]  # largest demand, then largest fraction
-        if np.any(need_col[cols] <= 0) or np.any(prod[i, cols] == 0):
-            raise AssertionError("margin-preserving rounding failed")  # impossible by Gale–Ryser
-        x[i, cols] += 1
-        need_col[cols] -= 1
-    if np.any(need_col):
-        raise AssertionError("margin-preserving rounding failed")
-    return x
-
-
-def _group_masses(c: np.ndarray, m: int) -> np.ndarray:
-    """Integer masses of ``m``-token groups (base-``k`` index, first token most significant), summing to ``2^32``.
-
-    The first ``m - m//2`` and the last ``m//2`` tokens are combined by
-    :func:`_round_outer`, recursively: every position has marginal ``c`` exactly
-    and each cell is within ``m - 1`` of the product ``Π_i c_{y_i} / 2^{32(m-1)}``.
-    """
-    if m == 1:
-        return c
-    return _round_outer(_group_masses(c, m - m // 2), _group_masses(c, m // 2)).reshape(-1)
-
-
-@functools.lru_cache(maxsize=64)
-def _alias_table_host(masses: tuple, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer alias table for the law of ``m``-token groups (host side, cached)."""
-    group = _group_masses(np.asarray(masses, np.int64), m)
-    q = max(1, (group.size - 1).bit_length())
-    cap = 1 << (32 - q)  # mass of one cell; the table holds 2^q · cap = 2^32
-    mass = [int(v) for v in group] + [0] * ((1 << q) - group.size)
-    threshold = [cap] * len(mass)
-    alias = list(range(len(mass)))
-    small = [i for i, v in enumerate(mass) if v < cap]
-    large = [i for i, v in enumerate(mass) if v > cap]
-    while small:  # Walker/Vose, in exact integers
-        s, big = small.pop(), large[-1]
-        threshold[s], alias[s] = mass[s], big
-        mass[big] -= cap - mass[s]
-        if mass[big] <= cap:
-            large.pop()
-            if mass[big] < cap:
-                small.append(big)
-    if large:
-        raise AssertionError("alias table does not sum to 2^32")
-    return np.asarray(threshold, np.uint32), np.asarray(alias, np.int32)
-
-
-def _alias_table(p, m: int) -> _Alias:
-    thr, alias = _alias_table_host(tuple(int(v) for v in _token_masses(p)), m)
-    return _Alias(jnp.asarray(thr), jnp.asarray(alias))
-
-
-def _alias_split(bits, table: _Alias):
-    """Cell index ``i = u >> (32 - q)`` of each word and whether it is kept (``u mod 2^(32-q) < threshold[i]``)."""
-    shift = 32 - (table.threshold.shape[0].bit_length() - 1)
-    idx = (bits >> shift).astype(jnp.int32)
-    keep = (bits & jnp.uint32((1 << shift) - 1)) < table.threshold[idx]
-    return idx, keep
-
-
-def _cells_from_bits(bits, table: _Alias):
-    """The group drawn by each word: its cell if kept, else the cell's alias."""
-    idx, keep = _alias_split(bits, table)
-    return jnp.where(keep, idx, table.alias[idx])
-
-
-def _group_values(score, k: int, m: int, size: int, length: int):
-    """Score of each cell's first ``length`` tokens, summed left to right: ``Σ_{j<length} score[d_j(i)]``."""
-    cell = jnp.arange(size, dtype=jnp.int32)
-    vals = score[(cell // k ** (m - 1)) % k]
-    for j in range(1, length):
-        vals = vals + score[(cell // k ** (m - 1 - j)) % k]
-    return vals
-
-
-def _group_tokens(cells, k: int, m: int, n: int):
-    """Tokens of a sequence from its group cells ``(..., G)``: base-``k`` digits, first ``n`` kept."""
-    powers = k ** jnp.arange(m - 1, -1, -1, dtype=jnp.int32)
-    tok = (cells[..., None] // powers) % k
-    return tok.reshape(*cells.shape[:-1], -1)[..., :n].astype(jnp.int32)
+def _poisson_bucket(mean) -> int:
+    """A static size class for ``N = 1 + Poisson(mean)``: the power of two at or above
+    ``1 + μ + 8 sqrt(μ) + 8`` (only the block size and chunking depend on it, never the law)."""
+    if not is_concrete(mean):
+        return 2**31
+    mu = float(mean)
+    return 1 << math.ceil(math.log2(1 + mu + 8 * math.sqrt(mu) + 8))
 
 
 # ---------------------------------------------------------------------------
-# the jitted simulator
+# one random block of sequences: proxy and gold totals (and the units drawn)
 # ---------------------------------------------------------------------------
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("n", "num_samples", "num_trials", "plan", "worst", "return_tokens", "group"),
-)
-def _simulate(key, sampler, r, *, n, num_samples, num_trials, plan, worst, return_tokens, group):
-    """``sampler`` is ``(thresholds, last)`` when ``group == 0`` (one word per
-    token), else an :class:`_Alias` for groups of ``group`` tokens."""
-    block, bpc, num_chunks, tpc, num_trial_chunks = plan
-    score = -r if worst else r  # maximise the score; negation is exact
-    neg_inf = jnp.asarray(-jnp.inf, r.dtype)
+def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
+    """``draw(block_key) -> (r_n, G_n or None, units or None)`` for ``block`` sequences."""
     k = r.shape[0]
-
+    scores = (r,) if g is None else (r, g)
     if group:
         m = group
         num_groups = -(-n // m)
         size = sampler.threshold.shape[0]
         rest = n - (num_groups - 1) * m  # tokens used from the last group
-        full = _group_values(score, k, m, size, m)
-        part = full if rest == m else _group_values(score, k, m, size, rest)
-        # Each table with its values at the aliases: two gathers with the same index.
-        full, part = (full, full[sampler.alias]), (part, part[sampler.alias])
 
-        def lookup(table, idx, keep):
-            return jnp.where(keep, table[0][idx], table[1][idx])
+        def tables(v):
+            # Each cell's total (first `length` tokens), with its values at the aliases.
+            full = _group_values(v, k, m, size, m)
+            part = full if rest == m else _group_values(v, k, m, size, rest)
+            return (full, full[sampler.alias]), (part, part[sampler.alias])
+
+        tabs = [tables(v) for v in scores]
+
+        def lookup(tab, idx, keep):
+            return jnp.where(keep, tab[0][idx], tab[1][idx])
+
+        def values(tab, idx, keep):
+            full, part = tab
+            if rest == m:
+                return lookup(full, idx, keep)
+            return jnp.concatenate([lookup(full, idx[:-1], keep[:-1]), lookup(part, idx[-1:], keep[-1:])])
 
         def draw_values(bkey):
             # (num_groups, block) words, group-major; the last group may be partial.
             idx, keep = _alias_split(jax.random.bits(bkey, (num_groups, block), jnp.uint32), sampler)
-            if rest == m:
-                vals = lookup(full, idx, keep)
-            else:
-                vals = jnp.concatenate([lookup(full, idx[:-1], keep[:-1]), lookup(part, idx[-1:], keep[-1:])])
-            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None  # as _cells_from_bits
-            return vals, units
+            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None
+            return [values(t, idx, keep) for t in tabs], units
 
-        units_per_seq = num_groups
     else:
         thresholds, last_token = sampler
 
         def draw_values(bkey):
             tok = _draw_tokens(bkey, thresholds, last_token, (n, block))  # position-major
-            return score[tok], tok
+            return [v[tok] for v in scores], tok if return_tokens else None
 
-        units_per_seq = n
+    def left_to_right(vals):
+        # Strictly left to right, so the float result does not depend on how
+        # blocks are batched (a tree reduction would).
+        return jax.lax.fori_loop(1, vals.shape[0], lambda t, acc: acc + vals[t], vals[0])
 
-    def draw_block(trial_key, b):
-        # One fixed random block of `block` sequences.
-        vals, units = draw_values(jax.random.fold_in(trial_key, b))
-        # Sum strictly left to right, so the float result does not depend on
-        # how blocks are batched (a tree reduction would).
-        s = jax.lax.fori_loop(1, vals.shape[0], lambda t, acc: acc + vals[t], vals[0])
-        valid = b * block + jnp.arange(block) < num_samples
-        return jnp.where(valid, s, neg_inf), units
+    def draw(bkey):
+        vals, units = draw_values(bkey)
+        sums = [left_to_right(v) for v in vals]
+        return sums[0], (sums[1] if g is not None else None), units
+
+    return draw
+
+
+# ---------------------------------------------------------------------------
+# the jitted simulators
+# ---------------------------------------------------------------------------
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "n",
+        "num_samples",
+        "num_trials",
+        "plan",
+        "worst",
+        "soft",
+        "poisson",
+        "return_tokens",
+        "group",
+    ),
+)
+def _simulate(
+    key,
+    sampler,
+    r,
+    g,
+    mean,
+    temperature,
+    *,
+    n,
+    num_samples,
+    num_trials,
+    plan,
+    worst,
+    soft,
+    poisson,
+    return_tokens,
+    group,
+):
+    """``sampler`` is ``(thresholds, last)`` when ``group == 0`` (one word per
+    token), else an :class:`~asymalign.sampling._Alias` for groups of ``group`` tokens.
+    ``g`` is ``None`` or the gold vector; ``mean`` is used when ``poisson``,
+    ``temperature`` when ``soft``."""
+    block, bpc, num_chunks, tpc, num_trial_chunks = plan
+    draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=return_tokens)
+    neg_inf = jnp.asarray(-jnp.inf, r.dtype)
+    units_per_seq = -(-n // group) if group else n
+
+    def draw_block(trial_key, b, limit):
+        bkey = jax.random.fold_in(trial_key, b)
+        s, gold, units = draw(bkey)
+        sel = -s if worst else s  # negation is exact
+        if soft:
+            sel = sel / temperature + jax.random.gumbel(jax.random.fold_in(bkey, 1), (block,), r.dtype)
+        valid = b * block + jnp.arange(block) < limit
+        return jnp.where(valid, sel, neg_inf), s, gold, units
 
     def trial(i):
         trial_key = jax.random.fold_in(key, i)
+        if poisson:
+            count_key = jax.random.fold_in(trial_key, _COUNT_STREAM)
+            limit = 1 + jax.random.poisson(count_key, mean, dtype=jnp.int32)
+        else:
+            limit = jnp.asarray(num_samples, jnp.int32)
 
         def step(carry, c):
-            best, best_units = carry
+            best_sel, best_s, best_gold, best_units = carry
             b = c * bpc + jnp.arange(bpc)
-            s, units = jax.vmap(draw_block, in_axes=(None, 0))(trial_key, b)  # (bpc, block), (bpc, U, block)
-            j = jnp.argmax(s.reshape(-1))  # first of the tied maxima
-            sj = s.reshape(-1)[j]
-            better = sj > best  # strict: earlier chunks win ties
-            best = jnp.where(better, sj, best)
+            sel, s, gold, units = jax.vmap(draw_block, in_axes=(None, 0, None))(trial_key, b, limit)
+            flat = sel.reshape(-1)
+            j = jnp.argmax(flat)  # first of the tied maxima
+            better = flat[j] > best_sel  # strict: earlier chunks win ties
+            best_sel = jnp.where(better, flat[j], best_sel)
+            best_s = jnp.where(better, s.reshape(-1)[j], best_s)
+            if gold is not None:
+                best_gold = jnp.where(better, gold.reshape(-1)[j], best_gold)
             if return_tokens:
                 best_units = jnp.where(better, units[j // block, :, j % block], best_units)
-            return (best, best_units), None
+            return (best_sel, best_s, best_gold, best_units), None
 
-        init = (neg_inf, jnp.zeros((units_per_seq,), jnp.int32) if return_tokens else None)
-        (best, best_units), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
-        return (-best if worst else best), best_units
+        init = (
+            neg_inf,
+            jnp.zeros((), r.dtype),
+            None if g is None else jnp.zeros((), g.dtype),
+            jnp.zeros((units_per_seq,), jnp.int32) if return_tokens else None,
+        )
+        if poisson:  # draw chunks until the trial's N samples exist (exact, no cap)
+            _, carry = jax.lax.while_loop(
+                lambda st: st[0] * (bpc * block) < limit,
+                lambda st: (st[0] + 1, step(st[1], st[0])[0]),
+                (jnp.int32(0), init),
+            )
+        else:
+            carry, _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
+        _, best_s, best_gold, best_units = carry
+        return best_s, best_gold, best_units, limit
 
     # Trials in chunks of tpc (padded; the extra trials are discarded).
     idx = jnp.arange(num_trial_chunks * tpc).reshape(num_trial_chunks, tpc)
-    rewards, units = jax.lax.map(jax.vmap(trial), idx)
-    rewards = rewards.reshape(-1)[:num_trials]
+    rewards, gold, units, counts = jax.lax.map(jax.vmap(trial), idx)
+    rewards, counts = rewards.reshape(-1)[:num_trials], counts.reshape(-1)[:num_trials]
+    gold = None if gold is None else gold.reshape(-1)[:num_trials]
     tokens = None
     if return_tokens:
         units = units.reshape(-1, units_per_seq)[:num_trials]
-        tokens = _group_tokens(units, k, group, n) if group else units
-    return rewards, tokens
+        tokens = _group_tokens(units, r.shape[0], group, n) if group else units
+    return BoNSimulation(rewards, tokens, gold, counts)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "num_draws", "num_trials", "block", "bpb", "tpb", "group"))
+def _draws(key, sampler, r, g, *, n, num_draws, num_trials, block, bpb, tpb, group):
+    draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=False)
+    num_blocks = -(-num_draws // block)
+
+    def trial(i):
+        trial_key = jax.random.fold_in(key, i)
+        s, gold, _ = jax.lax.map(
+            lambda b: draw(jax.random.fold_in(trial_key, b)), jnp.arange(num_blocks), batch_size=bpb
+        )
+        cut = lambda x: None if x is None else x.reshape(-1)[:num_draws]  # noqa: E731
+        return cut(s), cut(gold)
+
+    return Draws(*jax.lax.map(trial, jnp.arange(num_trials), batch_size=tpb))
+
+
+# ---------------------------------------------------------------------------
+# public API: validation, then the jitted kernels
+# ---------------------------------------------------------------------------
 
 
 def _check_key(key, name="key"):
@@ -408,242 +339,255 @@ def _check_vector(x, name):
         raise ValueError(f"{name} must be a 1-D vector, got shape {np.shape(x)}")
 
 
+def _prepare(key, p, r, g, n, num_trials, chunk_size):
+    """Validate the common arguments; return ``(r, g, n, num_trials, chunk_size, group, sampler)``."""
+    _check_key(key)
+    _check_vector(p, "p")
+    _check_vector(r, "r")
+    check_model(p, r)
+    if g is not None:
+        _check_vector(g, "g")
+        check_reward(g, p, "g", "p")
+        g = jnp.asarray(g, nx.float_dtype(g))
+    n = check_positive_int(n, "n")
+    num_trials = check_positive_int(num_trials, "num_trials")
+    chunk_size = _DEFAULT_CHUNK if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+    r = jnp.asarray(r, nx.float_dtype(r))
+    group, sampler = make_sampler(p, n)
+    return r, g, n, num_trials, chunk_size, group, sampler
+
+
+def _temperature(temperature, dtype):
+    if temperature is None:
+        return False, jnp.ones((), dtype)
+    if is_concrete(temperature):
+        t = np.asarray(temperature)
+        if t.ndim != 0 or not np.issubdtype(t.dtype, np.number) or np.isnan(t) or not t > 0:
+            raise ValueError(f"temperature must be a real number > 0 (or None for hard best-of-N), got {temperature!r}")
+    return True, jnp.asarray(temperature, dtype)
+
+
+def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperature, g, return_tokens, chunk_size):
+    r, g, n, num_trials, chunk_size, group, sampler = _prepare(key, p, r, g, n, num_trials, chunk_size)
+    soft, temperature = _temperature(temperature, r.dtype)
+    poisson = poisson_mean is not None
+    sizing = _poisson_bucket(poisson_mean) if poisson else num_samples
+    plan = _plan(n, sizing, num_trials, chunk_size)
+    mean = jnp.asarray(poisson_mean if poisson else 0.0, r.dtype)
+    return _simulate(
+        key,
+        sampler,
+        r,
+        g,
+        mean,
+        temperature,
+        n=n,
+        num_samples=0 if poisson else num_samples,
+        num_trials=num_trials,
+        plan=plan,
+        worst=bool(worst),
+        soft=soft,
+        poisson=poisson,
+        return_tokens=bool(return_tokens),
+        group=group,
+    )
+
+
 def simulate_bon(
     key,
-    p,
-    r,
+    p: jax.typing.ArrayLike,
+    r: jax.typing.ArrayLike,
     n: int,
     num_samples: int,
     num_trials: int,
     *,
     worst: bool = False,
+    temperature: jax.typing.ArrayLike | None = None,
+    g: jax.typing.ArrayLike | None = None,
     return_tokens: bool = False,
     chunk_size: int | None = None,
 ) -> BoNSimulation:
-    r"""Simulate best-of-N (or worst-of-N) by genuine sampling (THEORY.md §8).
+    r"""Simulate best-of-N, worst-of-N or soft best-of-N by genuine sampling (THEORY.md §8, §12).
 
     For each of ``num_trials`` independent trials, draws ``N = num_samples``
     sequences ``Y_1, …, Y_N ~ p^n`` (``N · n`` i.i.d. tokens from ``p``),
-    scores them by ``r_n(y) = Σ_i r(y_i)`` and keeps one of highest score
-    (lowest with ``worst=True``; among ties, the first drawn). Over trials the
-    chosen level has law ``B_N(s) = F(s)^N - F(s-)^N`` (``W_N`` for
-    worst-of-N), THEORY.md §6, without this function using that law.
+    scores them by ``r_n(y) = Σ_i r(y_i)`` and keeps
+
+    - ``temperature=None``: one of highest score (lowest with ``worst=True``;
+      among ties the first drawn). The chosen level has law ``B_N(s) = F(s)^N
+      - F(s-)^N`` (``W_N`` for worst-of-N), THEORY.md §6 (Yang et al. 2024);
+    - ``temperature=τ > 0``: ``Y_j`` with probability ``w_j / Σ_i w_i``,
+      ``w_j = exp(± r_n(Y_j) / τ)`` (soft best-of-N, Verdun et al. 2025; ``-``
+      with ``worst=True``), by Gumbel-max; level law ``soft_best_of_n`` (§12).
+
+    With a gold reward ``g`` the gold total of the chosen sequence is returned
+    too (selection stays by ``r``; THEORY.md §13). To select from an aligned
+    model pass it as ``p``: ``simulate_bon(key, tilt(p, r, lam), r, ...)``.
+    The function never uses an exact law, so it checks the exact machinery.
 
     Jit-compiled once per ``(n, num_samples, num_trials, chunk plan, worst,
-    return_tokens)``, alphabet size and whether ``p`` is concrete (which
-    selects the sampler: groups of tokens per random word, or one word per
-    token). Memory is bounded by chunking (about
-    ``chunk_size`` tokens at once, default ``2^21``), so ``N · n ·
-    num_trials`` may be far beyond device memory; the result is bit-identical
-    for every ``chunk_size`` (see the module docstring for the random stream
-    and the ``2^-32`` resolution of the token sampler).
+    soft, return_tokens)``, alphabet size, whether ``g`` is given and whether
+    ``p`` is concrete (the sampler: :mod:`asymalign.sampling`); ``temperature``
+    is not static. Memory is bounded by chunking (about ``chunk_size`` tokens at
+    once, default ``2^21``); the result is bit-identical for every
+    ``chunk_size`` (module docstring).
 
     Args:
       key: a JAX PRNG key.
-      p: reference probabilities, shape ``(k,)``; zeros are never sampled.
-      r: per-token rewards, shape ``(k,)``; sums are accumulated in its float
-        dtype.
+      p: sampling probabilities, shape ``(k,)``; zeros are never sampled.
+      r: per-token proxy rewards, shape ``(k,)``; sums in its float dtype.
       n: sequence length (>= 1).
       num_samples: ``N``, sequences drawn per trial (>= 1).
       num_trials: independent trials (>= 1).
-      worst: keep the lowest-reward sequence instead (worst-of-N).
+      worst: select the lowest reward instead (worst-of-N / soft worst-of-N).
+      temperature: ``None`` (hard selection) or ``τ > 0`` (``inf`` allowed: uniform).
+      g: optional per-token gold reward, shape ``(k,)``, finite.
       return_tokens: also return the chosen sequences.
-      chunk_size: upper bound on the tokens drawn at once (>= 1; memory only,
-        never the result).
+      chunk_size: upper bound on the tokens drawn at once (memory only).
 
     Returns:
-      :class:`BoNSimulation` with ``rewards`` ``(num_trials,)`` and ``tokens``
-      ``(num_trials, n)`` int32 or ``None``.
+      :class:`BoNSimulation` ``(rewards, tokens, gold, num_drawn)``.
 
-    Raises ``ValueError`` naming the argument for an invalid ``p``/``r``, a
-    non-positive ``n``/``num_samples``/``num_trials``/``chunk_size`` or a bad
-    key. Under an outer ``jit`` the values of ``p`` and ``r`` are not checked.
+    Raises ``ValueError`` naming the argument for an invalid ``p``/``r``/``g``,
+    a non-positive ``n``/``num_samples``/``num_trials``/``chunk_size``, a
+    ``temperature <= 0`` or a bad key. Under an outer ``jit`` values are not checked.
 
     >>> import jax, asymalign as aa
     >>> p, r = jnp.array([0.5, 0.5]), jnp.array([0.0, 1.0])
     >>> sim = aa.simulate_bon(jax.random.key(0), p, r, n=4, num_samples=8,
-    ...                       num_trials=2000, return_tokens=True)
+    ...                       num_trials=2000, return_tokens=True, g=1.0 - r)
     >>> sim.rewards.shape, sim.tokens.shape
     ((2000,), (2000, 4))
-    >>> bool(jnp.all(sim.tokens.sum(axis=1) == sim.rewards))
-    True
+    >>> bool(jnp.all(sim.tokens.sum(axis=1) == sim.rewards)), bool(jnp.all(sim.gold == 4 - sim.rewards))
+    (True, True)
     >>> est = aa.mc_mean(sim.rewards)
     >>> exact = aa.bon_reward(aa.reward_law(p, r, 4), jnp.log(8.0))
     >>> bool(abs(est.mean - exact) < 4 * est.stderr)  # probabilistic; fixed key
     True
     """
-    _check_key(key)
-    _check_vector(p, "p")
-    _check_vector(r, "r")
-    check_model(p, r)
-    n = check_positive_int(n, "n")
     num_samples = check_positive_int(num_samples, "num_samples")
-    num_trials = check_positive_int(num_trials, "num_trials")
-    chunk_size = _DEFAULT_CHUNK if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
-    r = jnp.asarray(r, nx.float_dtype(r))
-    group = _group_size(r.shape[0], n) if is_concrete(p) else 0
-    sampler = _alias_table(p, group) if group else _thresholds(p)
-    plan = _plan(n, num_samples, num_trials, chunk_size)
-    rewards, tokens = _simulate(
+    return _run(
         key,
-        sampler,
+        p,
         r,
-        n=n,
-        num_samples=num_samples,
-        num_trials=num_trials,
-        plan=plan,
-        worst=bool(worst),
-        return_tokens=bool(return_tokens),
-        group=group,
+        n,
+        num_samples,
+        num_trials,
+        poisson_mean=None,
+        worst=worst,
+        temperature=temperature,
+        g=g,
+        return_tokens=return_tokens,
+        chunk_size=chunk_size,
     )
-    return BoNSimulation(rewards, tokens if return_tokens else None)
 
 
-# ---------------------------------------------------------------------------
-# estimators
-# ---------------------------------------------------------------------------
+def simulate_best_of_poisson(
+    key,
+    p: jax.typing.ArrayLike,
+    r: jax.typing.ArrayLike,
+    n: int,
+    mean: float,
+    num_trials: int,
+    *,
+    worst: bool = False,
+    temperature: jax.typing.ArrayLike | None = None,
+    g: jax.typing.ArrayLike | None = None,
+    return_tokens: bool = False,
+    chunk_size: int | None = None,
+) -> BoNSimulation:
+    r"""Simulate Best-of-Poisson: ``N = 1 + Poisson(μ)`` per trial, then best-of-N (THEORY.md §12).
 
+    Each trial draws its own ``N_t = 1 + Poisson(mean)`` and then selects
+    exactly as :func:`simulate_bon` does (hard best/worst-of-N, or soft with
+    ``temperature``; optional gold ``g``). Over trials the chosen level has law
+    ``B_μ(s) = F(s) e^{-μ(1-F(s))} - F(s-) e^{-μ(1-F(s-))}`` (Khalaf et al.
+    2025; ``best_of_poisson``). Exact, never truncated: a trial draws blocks of
+    sequences until it has ``N_t`` of them (a ``while_loop``; a vmapped chunk of
+    trials runs until its largest ``N_t``). ``num_drawn`` returns the ``N_t``.
 
-def _default_atol(dt, *scales):
-    """``sqrt(eps) · max(1, max |scale|)``: far above summation round-off, far below level gaps."""
-    scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(s)) for s in scales], jnp.asarray(1.0, dt))
-    return jnp.sqrt(jnp.finfo(dt).eps) * scale
-
-
-def _check_atol(atol):
-    if atol is not None:
-        check_real(atol, "atol")
-        if is_concrete(atol) and np.any(np.asarray(atol) < 0):
-            raise ValueError(f"atol must be >= 0, got {atol!r}")
-
-
-def mc_mean(x) -> Estimate:
-    r"""Sample mean and its standard error along the last axis (trials).
-
-    .. math:: \bar x = \frac1m \sum_t x_t, \qquad
-              \mathrm{se} = \sqrt{\frac{1}{m(m-1)} \sum_t (x_t - \bar x)^2}
-
-    With ``x = simulate_bon(...).rewards`` this estimates the best-of-N reward
-    ``E_{π_N}[r_n] = Σ_s B_N(s) s`` (THEORY.md §6, §8). Needs ``m >= 2``.
-
-    >>> import asymalign as aa
-    >>> est = aa.mc_mean(jnp.array([1.0, 2.0, 3.0, 4.0]))
-    >>> float(est.mean), round(float(est.stderr), 6)
-    (2.5, 0.645497)
-    """
-    x = jnp.asarray(x)
-    if x.ndim == 0 or x.shape[-1] < 2:
-        raise ValueError(f"x must have at least 2 samples along its last axis, got shape {x.shape}")
-    return _mean(x.astype(nx.float_dtype(x)))
-
-
-@jax.jit
-def _mean(x):
-    m = x.shape[-1]
-    mean = jnp.mean(x, axis=-1)
-    var = jnp.sum((x - mean[..., None]) ** 2, axis=-1) / (m - 1)
-    return Estimate(mean, jnp.sqrt(var / m))
-
-
-def mc_level_frequencies(rewards, levels, atol=None) -> LevelFrequencies:
-    r"""How often each level was chosen, with binomial standard errors (THEORY.md §8).
-
-    Each reward is matched to its nearest level and counted there if within
-    ``atol`` (simulated sums and exact levels differ by floating round-off):
-
-    .. math:: \hat B(s) = \frac1m \#\{t : |x_t - s| \le \mathrm{atol}\}, \qquad
-              \mathrm{se}(s) = \sqrt{\hat B(s)(1 - \hat B(s)) / m}.
-
-    Compare ``freq`` with ``exp(bon_level_law(law, log N))`` over
-    ``law.levels`` (§6). Rewards matching no level are not counted, so
-    ``1 - freq.sum()`` is the unmatched fraction. Default ``atol`` is
-    ``sqrt(eps) · max(1, max|levels|)`` in the working dtype.
+    Compiled once per size class of ``mean`` (powers of two of ``1 + μ + 8√μ
+    + 8``, which fix the block size); the value of ``mean`` is not static.
 
     Args:
-      rewards: chosen total rewards, shape ``(m,)``.
-      levels: sorted distinct levels, shape ``(L,)`` (e.g. ``reward_law(...).levels``).
-      atol: matching tolerance (>= 0).
-
-    >>> import asymalign as aa
-    >>> lf = aa.mc_level_frequencies(jnp.array([0.0, 1.0, 1.0, 2.0]), jnp.array([0.0, 1.0, 2.0]))
-    >>> lf.freq.tolist()
-    [0.25, 0.5, 0.25]
-    """
-    _check_vector(rewards, "rewards")
-    _check_vector(levels, "levels")
-    if np.shape(rewards)[0] < 1 or np.shape(levels)[0] < 1:
-        raise ValueError("rewards and levels must be non-empty")
-    check_real(rewards, "rewards")
-    check_real(levels, "levels")
-    if is_concrete(levels) and np.any(np.diff(np.asarray(levels)) <= 0):
-        raise ValueError("levels must be sorted strictly ascending (distinct levels)")
-    _check_atol(atol)
-    dt = nx.float_dtype(rewards, levels)
-    x, lv = jnp.asarray(rewards, dt), jnp.asarray(levels, dt)
-    atol = _default_atol(dt, lv) if atol is None else jnp.asarray(atol, dt)
-    return _level_frequencies(x, lv, atol)
-
-
-@jax.jit
-def _level_frequencies(x, lv, atol):
-    dt = x.dtype
-    m, num = x.shape[0], lv.shape[0]
-    hi = jnp.clip(jnp.searchsorted(lv, x), 0, num - 1)
-    lo = jnp.clip(hi - 1, 0, num - 1)
-    idx = jnp.where(jnp.abs(x - lv[lo]) <= jnp.abs(x - lv[hi]), lo, hi)
-    hit = jnp.abs(x - lv[idx]) <= atol
-    freq = jnp.zeros(num, dt).at[idx].add(hit.astype(dt)) / m
-    return LevelFrequencies(freq, jnp.sqrt(freq * (1 - freq) / m))
-
-
-def mc_win_rate(key, rewards, p, r, n: int, *, atol=None) -> Estimate:
-    r"""Win rate of the chosen sequences against fresh reference draws (THEORY.md §6, §8).
-
-    For each trial ``t`` draws one independent ``Y'_t ~ p^n`` (with the same
-    sampler as :func:`simulate_bon`) and scores
-
-    .. math:: w_t = 1[x_t > r_n(Y'_t)] + \tfrac12 1[x_t = r_n(Y'_t)],
-
-    so ``mean(w)`` estimates ``P(r(Y_N) > r(Y')) + ½ P(r(Y_N) = r(Y')) =
-    Σ_s B_N(s) [F(s-) + ½ P_n(s)]`` (:func:`~asymalign.bon_win_rate`). Equality
-    is up to ``atol`` (default ``sqrt(eps) · max(1, max|x|, max|r_n(Y')|)``).
-    ``key`` must be independent of the one given to :func:`simulate_bon`
-    (e.g. split it).
-
-    Args:
-      key: a JAX PRNG key.
-      rewards: chosen total rewards ``x_t``, shape ``(num_trials,)``, num_trials >= 2.
-      p, r: the model the rewards were simulated from.
-      n: sequence length.
-      atol: tie tolerance (>= 0).
+      key, p, r, n, num_trials, worst, temperature, g, return_tokens, chunk_size:
+        as for :func:`simulate_bon`.
+      mean: ``μ >= 0`` (at most ``1e9``).
 
     Returns:
-      :class:`Estimate` of the win rate.
+      :class:`BoNSimulation`.
 
     >>> import jax, asymalign as aa
     >>> p, r = jnp.array([0.5, 0.5]), jnp.array([0.0, 1.0])
-    >>> k1, k2 = jax.random.split(jax.random.key(1))
-    >>> sim = aa.simulate_bon(k1, p, r, n=4, num_samples=8, num_trials=2000)
-    >>> est = aa.mc_win_rate(k2, sim.rewards, p, r, n=4)
-    >>> exact = aa.bon_win_rate(aa.reward_law(p, r, 4), jnp.log(8.0))
-    >>> bool(abs(est.mean - exact) < 4 * est.stderr)  # probabilistic; fixed key
+    >>> sim = aa.simulate_best_of_poisson(jax.random.key(0), p, r, n=1, mean=3.0, num_trials=4000)
+    >>> est = aa.mc_mean(sim.num_drawn)  # E N = 1 + μ
+    >>> bool(abs(est.mean - 4.0) < 4 * est.stderr)  # probabilistic; fixed key
+    True
+    >>> est = aa.mc_mean(sim.rewards)  # P(best = 1) = 1 - F(0) e^{-μ(1 - F(0))} = 1 - e^{-1.5}/2
+    >>> bool(abs(est.mean - (1 - jnp.exp(-1.5) / 2)) < 4 * est.stderr)
     True
     """
-    _check_vector(rewards, "rewards")
-    num_trials = np.shape(rewards)[0]
-    if num_trials < 2:
-        raise ValueError(f"rewards must hold at least 2 trials, got {num_trials}")
-    check_real(rewards, "rewards")
-    _check_atol(atol)
-    ref = simulate_bon(key, p, r, n, 1, num_trials).rewards
-    dt = nx.float_dtype(rewards, ref)
-    x, ref = jnp.asarray(rewards, dt), ref.astype(dt)
-    atol = _default_atol(dt, x, ref) if atol is None else jnp.asarray(atol, dt)
-    return _win_scores(x, ref, atol)
+    check_nonneg(mean, "mean", allow_inf=False)
+    if is_concrete(mean) and (np.ndim(mean) != 0 or float(mean) > _MAX_POISSON_MEAN):
+        raise ValueError(f"mean must be a real number in [0, {_MAX_POISSON_MEAN:g}], got {mean!r}")
+    return _run(
+        key,
+        p,
+        r,
+        n,
+        0,
+        num_trials,
+        poisson_mean=mean,
+        worst=worst,
+        temperature=temperature,
+        g=g,
+        return_tokens=return_tokens,
+        chunk_size=chunk_size,
+    )
 
 
-@jax.jit
-def _win_scores(x, ref, atol):
-    d = x - ref
-    w = jnp.where(jnp.abs(d) <= atol, 0.5, jnp.where(d > 0, 1.0, 0.0)).astype(x.dtype)
-    return _mean(w)
+def simulate_draws(
+    key,
+    p: jax.typing.ArrayLike,
+    r: jax.typing.ArrayLike,
+    n: int,
+    num_draws: int,
+    num_trials: int,
+    *,
+    g: jax.typing.ArrayLike | None = None,
+    chunk_size: int | None = None,
+) -> Draws:
+    r"""Proxy (and gold) totals of ``num_draws`` sequences ``~ p^n`` per trial (THEORY.md §8, §13).
+
+    Draws exactly the sequences :func:`simulate_bon` would choose from with
+    ``num_samples = num_draws`` and the same key (same blocks and stream), and
+    returns all their totals ``r_n(Y_j)`` (and ``G_n(Y_j)``): the input of the
+    unbiased best-of-N estimators (:func:`~asymalign.bon_gold_unbiased`).
+    Output memory is ``num_trials · num_draws`` values per total; tokens are
+    drawn in chunks of about ``chunk_size``, bit-identically for every chunk size.
+
+    Args:
+      key, p, r, n, num_trials, g, chunk_size: as for :func:`simulate_bon`.
+      num_draws: ``K``, sequences per trial (>= 1).
+
+    Returns:
+      :class:`Draws` ``(rewards, gold)``, each ``(num_trials, num_draws)`` (``gold`` ``None`` without ``g``).
+
+    >>> import jax, asymalign as aa
+    >>> p, r = jnp.array([0.5, 0.5]), jnp.array([0.0, 1.0])
+    >>> d = aa.simulate_draws(jax.random.key(0), p, r, n=3, num_draws=16, num_trials=5, g=2 * r)
+    >>> d.rewards.shape, bool(jnp.all(d.gold == 2 * d.rewards))
+    ((5, 16), True)
+    >>> best = aa.simulate_bon(jax.random.key(0), p, r, n=3, num_samples=16, num_trials=5).rewards
+    >>> bool(jnp.all(d.rewards.max(axis=1) == best))
+    True
+    """
+    num_draws = check_positive_int(num_draws, "num_draws")
+    r, g, n, num_trials, chunk_size, group, sampler = _prepare(key, p, r, g, n, num_trials, chunk_size)
+    block = max(1, min(num_draws, _BLOCK_TOKENS // n))
+    num_blocks = -(-num_draws // block)
+    bpb = min(num_blocks, max(1, chunk_size // (block * n)))
+    tpb = min(num_trials, max(1, chunk_size // (bpb * block * n)))
+    return _draws(
+        key, sampler, r, g, n=n, num_draws=num_draws, num_trials=num_trials, block=block, bpb=bpb, tpb=tpb, group=group
+    )

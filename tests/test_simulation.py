@@ -23,6 +23,7 @@ from scipy import stats
 from scipy.stats import binom
 
 import asymalign as aa
+from asymalign import sampling as smp
 from asymalign import simulation as sim_mod
 
 Z = 4.0  # standard errors of tolerance
@@ -198,14 +199,14 @@ def test_token_sampler_edges():
     # Integer inverse CDF: thresholds round(2^32 F_p), token = #thresholds <= bits;
     # zero-probability tokens own an empty interval, also at the ends of the alphabet.
     p = np.array([0.0, 0.5, 0.0, 0.25, 0.25, 0.0, 0.0])
-    thr, last = sim_mod._thresholds(p)
+    thr, last = smp._thresholds(p)
     np.testing.assert_array_equal(np.asarray(thr), [0, 2**31, 2**31, 3 * 2**30, 2**32 - 1, 2**32 - 1])
     assert int(last) == 4
     bits = jnp.array([0, 1, 2**31 - 1, 2**31, 3 * 2**30 - 1, 3 * 2**30, 2**32 - 2, 2**32 - 1], jnp.uint32)
-    tok = np.asarray(sim_mod._tokens_from_bits(bits, thr, last))
+    tok = np.asarray(smp._tokens_from_bits(bits, thr, last))
     np.testing.assert_array_equal(tok, [1, 1, 1, 3, 3, 4, 4, 4])
     # The traced path (p not concrete) computes the same thresholds.
-    thr_t, last_t = jax.jit(sim_mod._thresholds)(jnp.asarray(p))
+    thr_t, last_t = jax.jit(smp._thresholds)(jnp.asarray(p))
     np.testing.assert_array_equal(np.asarray(thr_t), np.asarray(thr))
     assert int(last_t) == 4
 
@@ -227,11 +228,11 @@ def test_group_law_and_alias_table_are_exact(p, m):
     # c = diff(round(2^32 F_p)), group masses C with marginals c at every position,
     # within m - 1 of the product per cell, and an alias table whose implied law is C.
     k = p.size
-    c = sim_mod._token_masses(p)
+    c = smp._token_masses(p)
     assert c.sum() == 2**32 and np.all(c >= 0)
     np.testing.assert_array_equal(c, np.diff(np.rint(np.cumsum(p) * 2.0**32), prepend=0).astype(np.int64))
     assert np.all(c[p == 0] == 0) and np.all(c[p < 2.0**-33] == 0)
-    C = sim_mod._group_masses(c, m)
+    C = smp._group_masses(c, m)
     assert C.shape == (k**m,) and C.sum() == 2**32 and np.all(C >= 0)
     grid = C.reshape((k,) * m)
     for pos in range(m):
@@ -241,27 +242,27 @@ def test_group_law_and_alias_table_are_exact(p, m):
     err = np.abs(C.astype(object) * scale - prod)
     assert np.all(err < max(m - 1, 1) * scale)  # |C - Π c / 2^{32(m-1)}| < m - 1 (exact for m = 1)
     assert np.all(C[prod == 0] == 0)  # a group with a zero-mass token is never drawn
-    thr, alias = (np.asarray(a, np.int64) for a in sim_mod._alias_table_host(tuple(int(v) for v in c), m))
+    thr, alias = (np.asarray(a, np.int64) for a in smp._alias_table_host(tuple(int(v) for v in c), m))
     size = thr.size
     q = size.bit_length() - 1
-    assert size == 2 ** max(1, (k**m - 1).bit_length()) and q <= sim_mod._TABLE_BITS
+    assert size == 2 ** max(1, (k**m - 1).bit_length()) and q <= smp._TABLE_BITS
     cap = 2 ** (32 - q)
     assert np.all((thr >= 0) & (thr <= cap)) and np.all((alias >= 0) & (alias < size))
     implied = thr.copy()
     np.add.at(implied, alias, cap - thr)  # P(cell j) · 2^32 = thr_j + Σ_{alias_i = j} (cap - thr_i)
     np.testing.assert_array_equal(implied, np.concatenate([C, np.zeros(size - k**m, np.int64)]))
     # The jitted lookup: the last word keeping cell i, and the first one passing to its alias.
-    table = sim_mod._Alias(jnp.asarray(thr, jnp.uint32), jnp.asarray(alias, jnp.int32))
+    table = smp._Alias(jnp.asarray(thr, jnp.uint32), jnp.asarray(alias, jnp.int32))
     cells = np.arange(size)
     has_own, has_alias = thr > 0, thr < cap
     words = np.concatenate([cells[has_own] * cap + thr[has_own] - 1, cells[has_alias] * cap + thr[has_alias]])
-    got = np.asarray(sim_mod._cells_from_bits(jnp.asarray(words, jnp.uint32), table))
+    got = np.asarray(smp._cells_from_bits(jnp.asarray(words, jnp.uint32), table))
     np.testing.assert_array_equal(got, np.concatenate([cells[has_own], alias[has_alias]]))
 
 
 def test_group_size():
-    assert [sim_mod._group_size(k, 64) for k in (1, 2, 3, 8, 16, 64, 65, 4096, 4097)] == [12, 12, 7, 4, 3, 2, 1, 1, 0]
-    assert sim_mod._group_size(8, 3) == 3 and sim_mod._group_size(2, 1) == 1
+    assert [smp._group_size(k, 64) for k in (1, 2, 3, 8, 16, 64, 65, 4096, 4097)] == [12, 12, 7, 4, 3, 2, 1, 1, 0]
+    assert smp._group_size(8, 3) == 3 and smp._group_size(2, 1) == 1
 
 
 def test_token_frequencies_match_p():
@@ -273,7 +274,7 @@ def test_token_frequencies_match_p():
     p = np.array([0.0, 0.4, 0.0, 0.3497, 0.25, 3e-4])
     r = np.array([9.0, 0.3, -9.0, 1.1, -0.4, 2.0])
     n, trials = 7, 40_000
-    assert sim_mod._group_size(p.size, n) == 4
+    assert smp._group_size(p.size, n) == 4
     sim = aa.simulate_bon(jax.random.fold_in(KEY, 10), p, r, n, 1, trials, return_tokens=True)
     tok = np.asarray(sim.tokens)
     np.testing.assert_allclose(r[tok].sum(axis=1), np.asarray(sim.rewards), atol=1e-12)
@@ -401,17 +402,22 @@ def test_far_more_tokens_than_memory_runs_in_bounded_memory():
     # The compiled program's scratch memory is bounded by the chunk, not the problem.
     # Both samplers: groups of tokens (concrete p) and one word per token (traced p).
     plan = sim_mod._plan(n, num, trials, chunk)
-    group = sim_mod._group_size(2, n)
-    for g, sampler in ((group, sim_mod._alias_table(p, group)), (0, sim_mod._thresholds(p))):
+    group = smp._group_size(2, n)
+    for g, sampler in ((group, smp._alias_table(p, group)), (0, smp._thresholds(p))):
         compiled = sim_mod._simulate.lower(
             KEY,
             sampler,
             r,
+            None,
+            jnp.zeros(()),
+            jnp.ones(()),
             n=n,
             num_samples=num,
             num_trials=trials,
             plan=plan,
             worst=False,
+            soft=False,
+            poisson=False,
             return_tokens=False,
             group=g,
         ).compile()
