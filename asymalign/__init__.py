@@ -56,14 +56,21 @@ from .sequence_laws import (
     pushforward,
     reward_law,
 )
-from .simulation import (
-    BoNSimulation,
+from .estimators import (
     Estimate,
     LevelFrequencies,
+    bon_gold_unbiased,
+    mc_bon_gold_unbiased,
     mc_level_frequencies,
     mc_mean,
     mc_win_rate,
+)
+from .simulation import (
+    BoNSimulation,
+    Draws,
+    simulate_best_of_poisson,
     simulate_bon,
+    simulate_draws,
 )
 from .tilting import (
     KLRLResult,
