@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from . import _solver as sv
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .information import _renyi_cross_entropy, _renyi_divergence
 from .tilting import _log_partition, _log_tilt, _moments, _prep
@@ -92,27 +93,6 @@ def scaled_cumulants(p, r, order: int, lam=0.0):
     return jnp.stack(derivs, axis=-1)
 
 
-def _mean_parts(pt, rt):
-    """Per-instance pieces of the tilt, alphabet-first layout ``(k, ...)``.
-
-    Returns ``(on, rmin, rmax, pn, log_pmax)`` with ``pn = p / max p`` (so the
-    weights ``pn e^{μ (r - c)}`` with ``c`` the extreme reward in the direction
-    of ``μ`` are ``<= 1`` and never overflow).
-    """
-    on = pt > 0
-    rmax = jnp.max(jnp.where(on, rt, -jnp.inf), axis=0)
-    rmin = jnp.min(jnp.where(on, rt, jnp.inf), axis=0)
-    pmax = jnp.max(pt, axis=0)
-    return on, rmin, rmax, pt / pmax, jnp.log(pmax)
-
-
-def _shifted_weights(on, rt, rmin, rmax, pn, mu):
-    """``(e, c)``: ``e = pn e^{μ (r - c)}`` (``0`` off the support), ``c = r_max``
-    for ``μ >= 0`` else ``r_min``; ``Λ(μ) = μ c + log Σ e + log max p``."""
-    c = jnp.where(mu >= 0, rmax, rmin)
-    return pn * jnp.exp(jnp.where(on, mu * (rt - c), 0.0)), c
-
-
 @jax.custom_jvp
 def _tilt_with_mean(p, r, x, mu0):
     """``μ`` with ``Λ'(μ) = x`` for ``r_min < x < r_max`` (started at ``mu0``).
@@ -121,39 +101,29 @@ def _tilt_with_mean(p, r, x, mu0):
     Λ'(μ)) - log((x - r_min)/(r_max - x))``: both distances are sums of
     nonnegative terms (no cancellation) and ``G`` is close to linear in ``μ``
     at both ends. Halley steps (``Λ''``, ``Λ'''`` come with ``Λ'``) inside the
-    bracket ``±sinh(40)/span``. Alphabet-first inside, so the sums over the
-    alphabet vectorise across instances.
+    bracket ``±sinh(40)/span``, by the solver core shared with ``λ*``
+    (:mod:`asymalign._solver`).
     """
-    pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
-    on, rmin, rmax, pn, _ = _mean_parts(pt, rt)
-    span = rmax - rmin
+    sup = sv.support(p, r)
+    span = sup.rmax - sup.rmin
     scale = jnp.where(span > 0, span, 1.0)
-    up = jnp.where(on, rt - rmin, 0.0)
-    target = jnp.log(x - rmin) - jnp.log(rmax - x)
-
-    dn = jnp.where(on, rmax - rt, 0.0)
+    up = jnp.where(sup.on, sup.rt - sup.rmin, 0.0)
+    dn = jnp.where(sup.on, sup.rmax - sup.rt, 0.0)
+    target = jnp.log(x - sup.rmin) - jnp.log(sup.rmax - x)
 
     def step(mu):
-        e, _ = _shifted_weights(on, rt, rmin, rmax, pn, mu)
+        e, _ = sv.shifted_weights(sup, mu)
         s = jnp.sum(e, axis=0)
         a = jnp.sum(e * up, axis=0)  # s (Λ'(μ) - r_min)
         b = jnp.sum(e * dn, axis=0)  # s (r_max - Λ'(μ))
         # Centred at the mean measured from the end the weights lean to (where
         # the heaviest letter sits at exactly 0), so Λ'' keeps relative accuracy
         # when φ_μ is nearly a point mass.
-        cen = jnp.where(mu >= 0, b / s - dn, up - a / s)
-        ec2 = e * cen * cen
-        var = jnp.sum(ec2, axis=0) / s
-        k3 = jnp.sum(ec2 * cen, axis=0) / s
+        var, k3 = sv.centred_moments(e, s, jnp.where(mu >= 0, b / s - dn, up - a / s))
         # (a constant reward has nothing to solve: G = 0 there)
         g = jnp.where(span > 0, jnp.log(a / b) - target, 0.0)
         ia, ib = s / a, s / b
-        dg = var * (ia + ib)
-        d2g = k3 * (ia + ib) + var * var * (ib * ib - ia * ia)
-        newton = g / dg
-        h = g * d2g / (dg * dg)
-        mu_next = mu - jnp.where(jnp.abs(h) < 1, newton / (1 - 0.5 * h), newton)
-        return g, mu_next, 0.5 * jnp.abs(d2g) * newton * newton
+        return (g, *sv.halley_step(mu, g, var * (ia + ib), k3 * (ia + ib) + var * var * (ib * ib - ia * ia)))
 
     # Bracket and start from the rewards next to the ends. At the top, with A
     # the argmax set, gap the distance to the next reward (mass p₂) and
@@ -163,28 +133,23 @@ def _tilt_with_mean(p, r, x, mu0):
     # / gap with β = (r_max - x)/gap: the start when x lies beyond the next
     # reward (β < 1) and above the mean Λ'(μ₀); the gaussian start μ₀ otherwise.
     def end(dist, r_end):
-        at = on & (dist == 0)
-        p_end = jnp.sum(jnp.where(at, pn, 0.0), axis=0)
-        nxt = jnp.min(jnp.where(on & ~at, dist, jnp.inf), axis=0)
-        gap = jnp.where(jnp.isfinite(nxt), nxt, 1.0)
-        p_next = jnp.sum(jnp.where(on & (dist == nxt), pn, 0.0), axis=0)
-        q_rest = jnp.sum(jnp.where(on & ~at, pn, 0.0), axis=0) / p_end
+        st = sv.end_stats(sup.on, dist, sup.pn)
         d_x = jnp.abs(r_end - x)
-        bound = jnp.maximum(1.0, jnp.log(q_rest * gap / d_x)) / gap
-        beta = d_x / gap
-        start = jnp.where(beta < 1, jnp.log(p_next * (1 - beta) / (p_end * beta)) / gap, 0.0)
+        bound = jnp.maximum(1.0, jnp.log(st.q_rest * st.gap / d_x)) / st.gap
+        beta = d_x / st.gap
+        start = jnp.where(beta < 1, jnp.log(st.p_next * (1 - beta) / (st.p_end * beta)) / st.gap, 0.0)
         return bound, start
 
     big = jnp.sinh(nx._SINH_V) / scale
-    bound_hi, start_hi = end(dn, rmax)
-    bound_lo, start_lo = end(up, rmin)
+    bound_hi, start_hi = end(dn, sup.rmax)
+    bound_lo, start_lo = end(up, sup.rmin)
     hi = jnp.where(span > 0, jnp.minimum(2.0 * bound_hi, big), big)
     lo = jnp.where(span > 0, jnp.maximum(-2.0 * bound_lo, -big), -big)
-    e0, _ = _shifted_weights(on, rt, rmin, rmax, pn, mu0)
-    above = jnp.sum(e0 * up, axis=0) / jnp.sum(e0, axis=0) < x - rmin  # x > Λ'(μ₀)
+    e0, _ = sv.shifted_weights(sup, mu0)
+    above = jnp.sum(e0 * up, axis=0) / jnp.sum(e0, axis=0) < x - sup.rmin  # x > Λ'(μ₀)
     start = jnp.where(above, jnp.maximum(mu0, start_hi), jnp.minimum(mu0, -start_lo))
     tol = 16 * jnp.finfo(x.dtype).eps * jnp.maximum(1.0, jnp.abs(target))
-    return nx.safeguarded_newton(step, jnp.clip(start, lo, hi), 1.0 / scale, tol, lo=lo, hi=hi)
+    return sv.safeguarded_newton(step, jnp.clip(start, lo, hi), 1.0 / scale, tol, lo=lo, hi=hi)
 
 
 @_tilt_with_mean.defjvp
@@ -210,9 +175,9 @@ def _rate_function(p, r, x, lam):
     mu = _tilt_with_mean(p, r, x_in, jax.lax.stop_gradient(lam))
     t = mu - lam
 
-    pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
-    on, _, _, pn, _ = _mean_parts(pt, rt)
-    e_lam, c_lam = _shifted_weights(on, rt, rmin, rmax, pn, lam)
+    sup = sv.support(p, r)
+    on, rt, pn = sup.on, sup.rt, sup.pn
+    e_lam, c_lam = sv.shifted_weights(sup, lam)
     s_lam = jnp.sum(e_lam, axis=0)
     a = jnp.where(on, t * (rt - x_in), 0.0)
     # I = -log E_{φ_λ} e^{t (r - x)}. Near the mean (|a| small) the log1p/expm1
@@ -222,7 +187,7 @@ def _rate_function(p, r, x, lam):
     a_s = jnp.where(small, a, 0.0)
     s1 = jnp.sum(e_lam * jnp.expm1(a_s), axis=0) / s_lam
     val_small = -jnp.log1p(jnp.maximum(s1, -0.5))
-    e_mu, c_mu = _shifted_weights(on, rt, rmin, rmax, pn, mu)
+    e_mu, c_mu = sv.shifted_weights(sup, mu)
     kappa = mu * (c_mu - x_in) + lam * (x_in - c_lam)  # μ c_μ - λ c_λ - t x, without cancellation
     val_big = jnp.log(s_lam) - jnp.log(jnp.sum(e_mu, axis=0)) - kappa
     val_inside = jnp.maximum(jnp.where(small, val_small, val_big), 0.0)
@@ -242,7 +207,7 @@ def _rate_function(p, r, x, lam):
 
 @jax.jit
 def _rate_function_blocks(p, r, x, lam):
-    return nx.map_blocks(_rate_function, (p, r, x, lam), (1, 1, 0, 0))
+    return sv.map_blocks(_rate_function, (p, r, x, lam), (1, 1, 0, 0))
 
 
 def rate_function(p, r, x, lam=0.0):

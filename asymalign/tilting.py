@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from . import _solver as sv
 from ._validate import check_model, check_nonneg, check_real, is_concrete
 
 __all__ = [
@@ -118,49 +119,31 @@ def _max_kl(p, r):
 
 @jax.custom_jvp
 def _solve_lambda(p, r, delta):
-    # Alphabet-first layout (k, ...): the sums over the alphabet in every
-    # Newton step vectorise across instances.
-    pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
-    on = pt > 0
-    rmax = jnp.max(jnp.where(on, rt, -jnp.inf), axis=0)
-    u = jnp.where(on, rt - rmax, 0.0)  # r - r_max <= 0 on the support, 0 off it
-    span = -jnp.min(u, axis=0)
+    sup = sv.support(p, r)
+    u = jnp.where(sup.on, sup.rt - sup.rmax, 0.0)  # r - r_max <= 0 on the support, 0 off it
+    span = sup.rmax - sup.rmin
     scale = jnp.where(span > 0, span, 1.0)
-    top = on & (u == 0)
-    p_top = jnp.sum(jnp.where(top, pt, 0.0), axis=0)  # p(A), A the argmax set
-    dmax = -jnp.log(p_top)  # as _max_kl
+    top = sv.end_stats(sup.on, -u, sup.pt)  # A = argmax set, masses in p itself
+    dmax = -jnp.log(top.p_end)  # as _max_kl
     # Δ >= Δ_max is answered below (λ* = inf): solve the trivial Δ = 0 there.
     d = jnp.where(delta < dmax, delta, 0.0)
-    # Weights relative to the largest p: e = (p/p_max) e^{λu} <= 1 never
-    # overflows, and Λ(λ) - λ r_max = log Σ e + log p_max.
-    pmax = jnp.max(pt, axis=0)
-    pn = pt / pmax
-    log_pmax = jnp.log(pmax)
 
     def step(lam):
-        e = pn * jnp.exp(lam * u)
+        # K(λ) = λ Λ'(λ) - Λ(λ) from the weights e = (p/p_max) e^{λu} <= 1,
+        # Λ(λ) - λ r_max = log Σ e + log p_max; K' = λ Λ'', K'' = Λ'' + λ Λ'''.
+        e, _ = sv.shifted_weights(sup, lam)
         s = jnp.sum(e, axis=0)
         mean_u = jnp.sum(e * u, axis=0) / s
-        c = u - mean_u
-        ec2 = e * c * c
-        var = jnp.sum(ec2, axis=0) / s
-        k3 = jnp.sum(ec2 * c, axis=0) / s
-        g = jnp.maximum(lam * mean_u - jnp.log(s) - log_pmax, 0.0) - d
-        # Halley's step on K(λ) - Δ, with K' = λ Λ'' and K'' = Λ'' + λ Λ''' (cheap
-        # here); Newton's where the Halley correction is large.
-        dg = lam * var
-        d2g = var + lam * k3
-        newton = g / dg
-        h = g * d2g / (dg * dg)
-        x_next = lam - jnp.where(jnp.abs(h) < 1, newton / (1 - 0.5 * h), newton)
-        return g, x_next, 0.5 * jnp.abs(d2g) * newton * newton
+        var, k3 = sv.centred_moments(e, s, u - mean_u)
+        g = jnp.maximum(lam * mean_u - jnp.log(s) - sup.log_pmax, 0.0) - d
+        return (g, *sv.halley_step(lam, g, lam * var, var + lam * k3))
 
     # Bracket. Upper end: past λ = 1e3 / gap (gap = r_max minus the next
     # reward on the support) K(λ) equals Δ_max to the last bit, whatever p.
     # The gap can be many decades below the span, so 1/span is not enough.
-    below = jnp.max(jnp.where(on & ~top, u, -jnp.inf), axis=0)
-    gap = jnp.where(jnp.isfinite(below), -below, 1.0)
-    big = jnp.maximum(jnp.sinh(nx._SINH_V) / scale, jnp.where(jnp.isfinite(below), 1e3 / gap, 0.0))
+    has_next = jnp.isfinite(top.nxt)
+    gap = top.gap
+    big = jnp.maximum(jnp.sinh(nx._SINH_V) / scale, jnp.where(has_next, 1e3 / gap, 0.0))
     # Past the first rise of K (where φ_λ has left all but the two highest
     # rewards) λ* is set by the top two: with y = λ gap, q = p₂/p(A) (p₂ the
     # mass at the second reward), w = q e^{-y} and c = Δ_max - Δ, the distance
@@ -172,11 +155,9 @@ def _solve_lambda(p, r, delta):
     # log(Q/c); a fixed-point step of y = L + log(1+y) from above bounds y*
     # (with a factor 2 of margin for rounding). Both matter where λ* is far
     # beyond 1/span: Δ near Δ_max, close top rewards.
-    p2 = jnp.sum(jnp.where(on & (u == below), pt, 0.0), axis=0)
-    q_rest = jnp.sum(jnp.where(on & ~top, pt, 0.0), axis=0) / p_top
-    solving = (dmax > d) & jnp.isfinite(below)
+    solving = (dmax > d) & has_next
     log_c = jnp.log(jnp.where(solving, dmax - d, 1.0))
-    q = p2 / p_top
+    q = top.p_next / top.p_end
     l2 = jnp.log(q) - log_c
     y2 = jnp.where(l2 > 0, l2 + jnp.log1p(l2 + jnp.log1p(jnp.maximum(l2, 0.0))), 1e-3)
     for _ in range(2):
@@ -184,19 +165,19 @@ def _solve_lambda(p, r, delta):
         a2 = w / (1 + w)
         d2 = jnp.log1p(w) + y2 * a2
         y2 = jnp.maximum(y2 + (jnp.log(d2) - log_c) * d2 / (y2 * a2 * (1 - a2)), 1e-3)
-    l_hi = jnp.log(q_rest) - log_c
+    l_hi = jnp.log(top.q_rest) - log_c
     y_hi = jnp.maximum(l_hi + jnp.log1p(jnp.maximum(2.0 * l_hi, 3.0)), 1.0)
     hi = jnp.where(solving, jnp.minimum(2.0 * y_hi / gap, big), big)
     lam2 = jnp.where(solving & jnp.isfinite(y2), y2 / gap, 0.0)
 
     # Start from the larger of the small-Δ expansion K(λ) ≈ λ² Λ''(0) / 2 and
     # the two-letter estimate, clipped to the bracket.
-    mean0 = jnp.sum(pt * u, axis=0)
-    var0 = jnp.sum(pt * (u - mean0) ** 2, axis=0)
+    mean0 = jnp.sum(sup.pt * u, axis=0)
+    var0 = jnp.sum(sup.pt * (u - mean0) ** 2, axis=0)
     lam_s = jnp.sqrt(2.0 * d / jnp.where(var0 > 0, var0, 1.0))
     lam0 = jnp.clip(jnp.maximum(lam_s, lam2), 0.0, hi)
     tol = 16 * jnp.finfo(d.dtype).eps * jnp.maximum(1.0, d)
-    lam = nx.safeguarded_newton(step, lam0, 1.0 / scale, tol, lo=0.0, hi=hi)
+    lam = sv.safeguarded_newton(step, lam0, 1.0 / scale, tol, lo=0.0, hi=hi)
     lam = jnp.maximum(lam, 0.0)
     lam = jnp.where(delta >= dmax, jnp.inf, lam)
     return jnp.where(delta == 0, jnp.zeros_like(lam), lam)
@@ -225,7 +206,7 @@ def _solve_lambda_b(p, r, delta):
     p = jnp.broadcast_to(p, batch + p.shape[-1:])
     r = jnp.broadcast_to(r, batch + r.shape[-1:])
     delta = jnp.broadcast_to(delta, batch)
-    return nx.map_blocks(_solve_lambda, (p, r, delta), (1, 1, 0))
+    return sv.map_blocks(_solve_lambda, (p, r, delta), (1, 1, 0))
 
 
 # ---------------------------------------------------------------------------

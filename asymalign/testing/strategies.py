@@ -101,8 +101,9 @@ def lattice_rewards(draw, k: int, ties: bool = True) -> np.ndarray:
 
 
 @st.composite
-def models(draw, k: int | None = None, zeros: bool = True, ties: bool = True, lattice: bool = False,
-           nonconstant: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def models(
+    draw, k: int | None = None, zeros: bool = True, ties: bool = True, lattice: bool = False, nonconstant: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``(p, r)`` with matching length; ``nonconstant`` forces ``r`` to vary on ``supp p``."""
     p = draw(probs(k=k, zeros=zeros, min_support=2 if nonconstant else 1))
     r = draw(rewards(len(p), ties=ties, lattice=lattice))
@@ -202,8 +203,9 @@ def model_budgets(draw, saturate: bool = False, **model_kwargs) -> tuple[np.ndar
 
 
 @st.composite
-def reward_laws(draw, n: int | tuple[int, ...] = (1, 2, 3, 5), k: int | None = 3, lattice: bool | None = None,
-                method: str = "auto"):
+def reward_laws(
+    draw, n: int | tuple[int, ...] = (1, 2, 3, 5), k: int | None = 3, lattice: bool | None = None, method: str = "auto"
+):
     r"""An exact :class:`asymalign.RewardLaw` of ``r_n`` under ``p^n`` (THEORY.md §7).
 
     Returns ``(p, r, law)``. ``n`` is one length or a tuple to draw from
