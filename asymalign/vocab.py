@@ -134,7 +134,7 @@ def load_vocabulary(k: int = 20_000) -> Vocabulary:
     >>> v = aa.load_vocabulary(1000)
     >>> len(v.words), round(float(v.p.sum()), 12), v.words[0]
     (1000, 1.0, 'the')
-    >>> v.afinn[v.words.index("good")], v.vader[v.words.index("good")]
+    >>> float(v.afinn[v.words.index("good")]), float(v.vader[v.words.index("good")])
     (3.0, 1.9)
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_VOCABULARY:
