@@ -24,6 +24,7 @@ At build time they
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import pkgutil
 import re
@@ -47,6 +48,7 @@ _ANCHOR = re.compile(r'\bid="(' + PACKAGE + r'(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"')
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 _anchors: set[str] = set()  # ids of the objects rendered by mkdocstrings in this build
+_exported: dict[str, list[str]] = {}  # exported_names(), once per build
 
 
 # --------------------------------------------------------------------------------------
@@ -57,7 +59,7 @@ _anchors: set[str] = set()  # ids of the objects rendered by mkdocstrings in thi
 def exported_names(package: str = PACKAGE) -> dict[str, list[str]]:
     """``{module: __all__}`` for the package and every public submodule that defines ``__all__``."""
     pkg = importlib.import_module(package)
-    out = {package: list(getattr(pkg, "__all__", []))}
+    out = {package: list(getattr(pkg, "__all__", None) or _public_attributes(pkg))}
     for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
         if any(part.startswith("_") for part in info.name.split(".")):
             continue
@@ -65,6 +67,13 @@ def exported_names(package: str = PACKAGE) -> dict[str, list[str]]:
         if hasattr(mod, "__all__"):
             out[info.name] = list(mod.__all__)
     return out
+
+
+def _public_attributes(mod) -> list[str]:
+    """Public names of a module without ``__all__``: everything not private and not a submodule."""
+    import types
+
+    return [n for n, v in vars(mod).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)]
 
 
 def _resolve(path: str):
@@ -292,12 +301,102 @@ def _error(msg: str) -> Exception:
 
 
 # --------------------------------------------------------------------------------------
+# Links between the theory page and the API reference
+# --------------------------------------------------------------------------------------
+
+_IN_CODE = re.compile(r"^\*\*In the code:\*\*(.*(?:\n(?!\s*\n).*)*)", re.M)
+_CODE = re.compile(r"(?<!\[)`([A-Za-z_][A-Za-z0-9_.]*)`(?!\])")
+_SECTION_REF = re.compile(r"(THEORY(?:\.md)?\s*)?§\s?(\d{1,2})\b")
+_THEORY_SECTIONS = range(1, 15)
+
+
+def link_code_lines(markdown: str, exported: Mapping[str, Iterable[str]]) -> str:
+    """Link each name of the theory page's "**In the code:**" paragraphs to its API entry.
+
+    ``name`` stands for ``asymalign.name``, ``markov.name`` for ``asymalign.markov.name``. A name that
+    the package does not export fails the build (the page must not describe functions that do not exist).
+    """
+    public = {f"{m}.{n}" for m, names in exported.items() for n in names}
+    unknown: list[str] = []
+
+    def link(m: re.Match) -> str:
+        name = m.group(1)
+        ident = f"{PACKAGE}.{name}"
+        if ident not in public:
+            unknown.append(name)
+            return m.group(0)
+        return f"[`{name}`][{ident}]"
+
+    out = _IN_CODE.sub(lambda m: "**In the code:**" + _CODE.sub(link, m.group(1)), markdown)
+    if unknown and os.environ.get("ASYMALIGN_DOCS_DRAFT"):  # drafting against a partial package
+        return out
+    if unknown:
+        raise _error("'In the code' names that the package does not export: " + ", ".join(sorted(set(unknown))))
+    return out
+
+
+def _register_aliases(page, anchors: list[str], config) -> None:
+    """Let ``[x][asymalign.x]`` (and ``asymalign.markov.x``) link to where ``x`` is rendered."""
+    autorefs = config.plugins.get("autorefs")
+    if autorefs is None:
+        return
+    by_obj: dict[int, str] = {}
+    for a in anchors:
+        obj = _resolve(a)
+        if obj is not _MISSING:
+            by_obj.setdefault(id(obj), a)
+    for module, names in _exported_cached().items():
+        mod = _resolve(module)
+        for name in names:
+            ident = f"{module}.{name}"
+            target = by_obj.get(id(getattr(mod, name, _MISSING)))
+            if target and target != ident:
+                autorefs.register_anchor(page, ident, anchor=target, primary=False)
+
+
+def link_theory_sections(html: str, page) -> str:
+    """Turn "THEORY.md §N" / "§N" in rendered API text into links to the theory page's section N."""
+    from mkdocs.utils import get_relative_url
+
+    base = get_relative_url("theory/", page.url)
+
+    def sub_text(m: re.Match) -> str:
+        n = int(m.group(2))
+        if n not in _THEORY_SECTIONS:
+            return m.group(0)
+        return f'<a href="{base}#s{n}" title="THEORY §{n}">{m.group(0)}</a>'
+
+    # Only in text between tags, never inside a tag's attributes or an existing link.
+    parts = re.split(r"(<[^>]+>)", html)
+    depth_a = 0
+    for i, part in enumerate(parts):
+        if part.startswith("<"):
+            if re.match(r"<a[\s>]", part):
+                depth_a += 1
+            elif part.startswith("</a"):
+                depth_a = max(0, depth_a - 1)
+        elif depth_a == 0 and "§" in part:
+            parts[i] = _SECTION_REF.sub(sub_text, part)
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------
 # mkdocs events
 # --------------------------------------------------------------------------------------
 
 
+def _exported_cached() -> dict[str, list[str]]:
+    if not _exported:
+        try:
+            _exported.update(exported_names())
+        except Exception as e:  # an import error in the package: say so in one line
+            raise _error(f"cannot import the package to list its public names: {type(e).__name__}: {e}") from e
+    return _exported
+
+
 def on_pre_build(config, **kwargs):
     _anchors.clear()
+    _exported.clear()
 
 
 def on_files(files, config, **kwargs):
@@ -311,16 +410,23 @@ def on_files(files, config, **kwargs):
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
-    return expand(markdown)
+    markdown = expand(markdown)
+    if _IN_CODE.search(markdown):
+        markdown = link_code_lines(markdown, _exported_cached())
+    return markdown
 
 
 def on_page_content(html, page, config, files, **kwargs):
-    _anchors.update(_ANCHOR.findall(html))
+    found = _ANCHOR.findall(html)
+    _anchors.update(found)
+    if found:
+        _register_aliases(page, found, config)
+        html = link_theory_sections(html, page)
     return html
 
 
 def on_post_build(config, **kwargs):
-    exported = exported_names()
+    exported = _exported_cached()
     problems = []
     missing = missing_from_reference(_anchors, exported)
     if missing:
