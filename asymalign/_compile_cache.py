@@ -20,9 +20,17 @@ the cache is trusted code, so keep it in a directory only you can write to.
 
 from __future__ import annotations
 
+import collections
 import os
 
-__all__ = ["ENV_VAR", "MIN_COMPILE_TIME_S", "default_compile_cache", "resolve_compile_cache", "enable_compile_cache"]
+__all__ = [
+    "ENV_VAR",
+    "MIN_COMPILE_TIME_S",
+    "CompileCounter",
+    "default_compile_cache",
+    "enable_compile_cache",
+    "resolve_compile_cache",
+]
 
 ENV_VAR = "ASYMALIGN_COMPILE_CACHE"
 # JAX's default (1 s) leaves out every small kernel: the experiments compile
@@ -106,3 +114,67 @@ def enable_compile_cache(setting: bool | str | os.PathLike | None = None) -> str
             pass
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
     return path
+
+
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+
+class CompileCounter:
+    """Count XLA compilations (and persistent-cache hits) inside a ``with`` block.
+
+    Listens to ``jax.monitoring``'s backend-compile event, which JAX records
+    once per executable it builds (a jitted function's new shape/dtype/static
+    signature, or an eager ``jnp`` operation's first call), whether compiled
+    or read from the persistent cache. Robust to machine load, unlike timings.
+
+    Attributes:
+      count: executables built (compiled or read from the persistent cache).
+      cache_hits: of those, read from the persistent cache.
+      seconds: total time spent building them.
+      names: ``Counter`` of the built executables' names (``jit_<function>``,
+        or the primitive's name for eager operations).
+
+    >>> import jax, jax.numpy as jnp
+    >>> f = jax.jit(lambda x: 2.0 * x)
+    >>> a, b, c4 = jnp.ones(3), jnp.zeros(3), jnp.ones(4)
+    >>> with CompileCounter() as c:
+    ...     _ = f(a); _ = f(b); _ = f(c4)
+    >>> c.count  # one per shape
+    2
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.cache_hits = 0
+        self.seconds = 0.0
+        self.names: collections.Counter[str] = collections.Counter()
+
+    def _on_duration(self, event, duration_secs, **kwargs):
+        if event == _BACKEND_COMPILE:
+            self.count += 1
+            self.seconds += duration_secs
+            self.names[str(kwargs.get("fun_name", "?"))] += 1
+
+    def _on_event(self, event, **kwargs):
+        if event == _CACHE_HIT:
+            self.cache_hits += 1
+
+    def __enter__(self):
+        from jax import monitoring
+
+        monitoring.register_event_duration_secs_listener(self._on_duration)
+        monitoring.register_event_listener(self._on_event)
+        return self
+
+    def __exit__(self, *exc):
+        from jax import monitoring
+
+        monitoring.unregister_event_duration_listener(self._on_duration)
+        monitoring.unregister_event_listener(self._on_event)
+        return False
+
+    def __repr__(self):
+        top = ", ".join(f"{k}: {v}" for k, v in self.names.most_common(5))
+        head = f"CompileCounter(count={self.count}, cache_hits={self.cache_hits}, seconds={self.seconds:.2f}"
+        return f"{head}, top=[{top}])"
