@@ -15,9 +15,11 @@ At build time they
 
   a directive whose file or section is missing fails the build;
 * fail the build (``PluginError``) when a public name of the package (an entry of
-  ``__all__`` of ``asymalign`` or of any public submodule that defines ``__all__``,
-  e.g. ``asymalign.markov``, ``asymalign.testing``) is not rendered by a ``:::``
-  directive of the API reference. :func:`missing_from_reference` is the check;
+  ``__all__`` of ``asymalign`` or of a public subpackage that defines ``__all__``:
+  ``asymalign.markov``, ``asymalign.testing``, ``asymalign.sweep``) is not rendered by a
+  ``:::`` directive of the API reference (names without a docstring are rendered too,
+  with their signature or value), or a docstring documents a parameter its function
+  does not have. :func:`missing_from_reference` is the check;
   ``tests/test_docs_site.py`` runs it on a fake ``__all__`` to show it fails.
 """
 
@@ -57,11 +59,15 @@ _exported: dict[str, list[str]] = {}  # exported_names(), once per build
 
 
 def exported_names(package: str = PACKAGE) -> dict[str, list[str]]:
-    """``{module: __all__}`` for the package and every public submodule that defines ``__all__``."""
+    """``{module: __all__}`` for the package and its public subpackages that define ``__all__``.
+
+    Subpackages (``asymalign.markov``, ``asymalign.testing``, ``asymalign.sweep``) are namespaces of
+    their own; the package's plain modules are covered by the package's ``__all__`` (re-exports).
+    """
     pkg = importlib.import_module(package)
     out = {package: list(getattr(pkg, "__all__", None) or _public_attributes(pkg))}
-    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
-        if any(part.startswith("_") for part in info.name.split(".")):
+    for info in pkgutil.iter_modules(pkg.__path__, prefix=package + "."):
+        if not info.ispkg or info.name.rsplit(".", 1)[1].startswith("_"):
             continue
         mod = importlib.import_module(info.name)
         if hasattr(mod, "__all__"):
@@ -343,7 +349,8 @@ def _register_aliases(page, anchors: list[str], config) -> None:
     by_obj: dict[int, str] = {}
     for a in anchors:
         obj = _resolve(a)
-        if obj is not _MISSING:
+        # Only functions and classes: constants (None, small ints) are shared between names.
+        if obj is not _MISSING and hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
             by_obj.setdefault(id(obj), a)
     for module, names in _exported_cached().items():
         mod = _resolve(module)
