@@ -122,8 +122,11 @@ def _peak(p, r, g, nf):
     v = jnp.linspace(0.0, nx._SINH_V, 2049, dtype=p.dtype)
     lam_grid = jnp.sinh(v) / scale
     _, cov = _tilt_gold_cov(p, r, g, lam_grid)
-    neg = cov <= 0
-    j = jnp.argmax(neg)  # first index with Cov <= 0 (0 if Cov_p <= 0)
+    # First grid point where the covariance is clearly negative. At huge λ the
+    # tilt sits on the arg-max set and the computed covariance is rounding
+    # noise around 0 (either sign), hence the relative threshold.
+    neg = (cov < -1e-10 * jnp.max(jnp.abs(cov))).at[0].set(cov[0] <= 0)
+    j = jnp.argmax(neg)  # 0 if Cov_p(r, g) <= 0
     found = jnp.any(neg)
     lo0 = lam_grid[jnp.maximum(j - 1, 0)]
     hi0 = lam_grid[j]
@@ -135,7 +138,7 @@ def _peak(p, r, g, nf):
         return jnp.where(c > 0, mid, lo), jnp.where(c > 0, hi, mid)
 
     lo, hi = jax.lax.fori_loop(0, 200, body, (lo0, hi0))
-    lam = jnp.where(j == 0, 0.0, jnp.where(found, 0.5 * (lo + hi), jnp.inf))
+    lam = jnp.where(cov[0] <= 0, 0.0, jnp.where(found, 0.5 * (lo + hi), jnp.inf))
     eg, _ = _tilt_gold_cov(p, r, g, lam)
     kl = _moments(p, r, lam)[2]
     # small-d coefficients at λ = 0 (moments of p)
@@ -156,8 +159,9 @@ def goodhart_peak(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int = 1) -> Goodh
     r"""The Goodhart peak of the proxy tilt and its small-``d`` expansion (THEORY.md §13).
 
     ``λ†`` solves ``Cov_{φ_λ†}(r, g) = 0`` (the first root on ``λ > 0``:
-    first sign change on a 2049-point grid in ``v = asinh(λ (r_max - r_min))``,
-    then 200 bisection steps). Per-token ``λ†`` and ``K(λ†)`` do not depend
+    the first grid point of a 2049-point grid in ``v = asinh(λ (r_max - r_min))``
+    where the covariance is below ``-1e-10`` times its largest magnitude on
+    the grid, then 200 bisection steps; ``+inf`` when there is none). Per-token ``λ†`` and ``K(λ†)`` do not depend
     on ``n``; the total KL is ``n K(λ†)``. Small-``d`` expansion of the exact
     tilt curve (``d = sqrt(n K(λ))``):
 
