@@ -98,7 +98,7 @@ def mc_level_frequencies(rewards, levels, atol=None) -> LevelFrequencies:
     .. math:: \hat B(s) = \frac1m \#\{t : |x_t - s| \le \mathrm{atol}\}, \qquad
               \mathrm{se}(s) = \sqrt{\hat B(s)(1 - \hat B(s)) / m}.
 
-    Compare ``freq`` with ``exp(bon_level_law(law, log N))`` over
+    Compare ``freq`` with ``exp(best_of_n(law, log N).log_prob)`` over
     ``law.levels`` (§6). Rewards matching no level are not counted, so
     ``1 - freq.sum()`` is the unmatched fraction. Default ``atol`` is
     ``sqrt(eps) · max(1, max|levels|)`` in the working dtype.
@@ -149,7 +149,7 @@ def mc_win_rate(key, rewards, p, r, n: int, *, atol=None) -> Estimate:
     .. math:: w_t = 1[x_t > r_n(Y'_t)] + \tfrac12 1[x_t = r_n(Y'_t)],
 
     so ``mean(w)`` estimates ``P(r(Y_N) > r(Y')) + ½ P(r(Y_N) = r(Y')) =
-    Σ_s B_N(s) [F(s-) + ½ P_n(s)]`` (:func:`~asymalign.bon_win_rate`). Equality
+    Σ_s B_N(s) [F(s-) + ½ P_n(s)]`` (``win_rate(best_of_n(law, log N), law)``). Equality
     is up to ``atol`` (default ``sqrt(eps) · max(1, max|x|, max|r_n(Y')|)``).
     ``key`` must be independent of the one given to :func:`simulate_bon`
     (e.g. split it).
@@ -169,7 +169,9 @@ def mc_win_rate(key, rewards, p, r, n: int, *, atol=None) -> Estimate:
     >>> k1, k2 = jax.random.split(jax.random.key(1))
     >>> sim = aa.simulate_bon(k1, p, r, n=4, num_samples=8, num_trials=2000)
     >>> est = aa.mc_win_rate(k2, sim.rewards, p, r, n=4)
-    >>> exact = aa.bon_win_rate(aa.reward_law(p, r, 4), jnp.log(8.0))
+    >>> F = jnp.array([1.0, 5, 11, 15, 16]) / 16  # CDF of r_4 ~ Binomial(4, 1/2)
+    >>> Fm = jnp.append(0.0, F[:-1])
+    >>> exact = jnp.sum((F**8 - Fm**8) * (F + Fm) / 2)  # Σ_s B_N(s) [F(s) + F(s-)]/2
     >>> bool(abs(est.mean - exact) < 4 * est.stderr)  # probabilistic; fixed key
     True
     """

@@ -461,7 +461,8 @@ def simulate_bon(
     >>> bool(jnp.all(sim.tokens.sum(axis=1) == sim.rewards)), bool(jnp.all(sim.gold == 4 - sim.rewards))
     (True, True)
     >>> est = aa.mc_mean(sim.rewards)
-    >>> exact = aa.bon_reward(aa.reward_law(p, r, 4), jnp.log(8.0))
+    >>> F = jnp.array([1.0, 5, 11, 15, 16]) / 16  # CDF of r_4 ~ Binomial(4, 1/2)
+    >>> exact = jnp.sum(jnp.arange(5) * (F**8 - jnp.append(0.0, F[:-1]) ** 8))  # Σ_s s B_N(s)
     >>> bool(abs(est.mean - exact) < 4 * est.stderr)  # probabilistic; fixed key
     True
     """

@@ -215,6 +215,13 @@ def test_partial_groups_return_the_chosen_tokens(worst):
 # ---------------------------------------------------------------------------
 
 
+def lib_bon_law(law, log_n, worst=False):
+    """The package's exact best-of-N (worst-of-N) level law, as probabilities."""
+    if hasattr(aa, "best_of_n"):
+        return np.exp(np.asarray(aa.best_of_n(law, log_n, worst=worst).log_prob))
+    return np.exp(np.asarray((aa.worst_of_n_level_law if worst else aa.bon_level_law)(law, log_n)))
+
+
 @pytest.mark.skipif(not hasattr(aa, "reward_law"), reason="exact best-of-N not available")
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_package_exact_best_of_n(name):
@@ -225,15 +232,17 @@ def test_matches_package_exact_best_of_n(name):
     np.testing.assert_allclose(np.exp(np.asarray(law.log_prob)), prob, rtol=1e-9)
     sim, win = simulate(name), win_rate(name)
     log_n = jnp.log(float(num))
-    bon = np.exp(np.asarray(aa.bon_level_law(law, log_n)))
+    bon = lib_bon_law(law, log_n)
     x = np.asarray(sim.rewards)
     est = aa.mc_mean(x)
-    assert abs(float(est.mean) - float(aa.bon_reward(law, log_n))) <= Z * float(est.stderr)
+    assert abs(float(est.mean) - float(np.sum(bon * levels))) <= Z * float(est.stderr)
     assert levels_agree(x, levels, bon)
-    assert win_agrees(win, float(aa.bon_win_rate(law, log_n)))
+    assert win_agrees(win, np_win_rate(bon, prob))
+    if hasattr(aa, "win_rate"):
+        assert win_agrees(win, float(aa.win_rate(aa.best_of_n(law, log_n), law)))
     assert not levels_agree(x, levels, shifted_up(bon))
     if name == "lattice-ties":
-        worst = np.exp(np.asarray(aa.worst_of_n_level_law(law, log_n)))
+        worst = lib_bon_law(law, log_n, worst=True)
         assert levels_agree(np.asarray(simulate(name, worst=True).rewards), levels, worst)
 
 
@@ -391,3 +400,281 @@ def test_estimators_reject_bad_input():
         aa.mc_win_rate(KEY, jnp.array([1.0]), P, R, 2)
     with pytest.raises(ValueError, match=r"\bn\b"):
         aa.mc_win_rate(KEY, jnp.array([1.0, 0.0]), P, R, 0)
+
+
+# ---------------------------------------------------------------------------
+# Monte-Carlo twins of the level methods (THEORY.md §10, §12, §13)
+# ---------------------------------------------------------------------------
+# Model of issue 13: the top proxy token is bad for gold. n = 2 gives 7 levels.
+TP, TR, TG = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0, -1.0])
+TN, TNUM, TTRIALS = 2, 4, 4000
+
+
+def np_gold_given_level(p, r, g, n):
+    """Levels, P_n(s) and m(s) = E[G_n | R_n = s] by enumerating all k^n sequences."""
+    levels, prob = np_level_law(p, r, n)
+    gsum = np.zeros_like(prob)
+    for seq in itertools.product(range(len(p)), repeat=n):
+        pr = float(np.prod(np.asarray(p)[list(seq)]))
+        s = round(float(np.asarray(r)[list(seq)].sum()), 9)
+        gsum[np.searchsorted(levels, s)] += pr * float(np.asarray(g)[list(seq)].sum())
+    return levels, prob, gsum / prob
+
+
+def np_soft_law(levels, prob, num, temperature, worst=False):
+    """Soft best-of-N level law by enumerating all num-tuples of levels."""
+    sgn = -1.0 if worst else 1.0
+    w = np.exp(sgn * (levels - (levels.max() if not worst else levels.min())) / temperature)
+    q = np.zeros_like(prob)
+    for tup in itertools.product(range(len(levels)), repeat=num):
+        t = list(tup)
+        pr, wt = np.prod(prob[t]), w[t]
+        np.add.at(q, t, pr * wt / wt.sum())
+    return q
+
+
+def np_poisson_law(prob, mean, worst=False):
+    """Best-of-Poisson B_μ(s) = F(s) e^{-μ(1-F(s))} - F(s-) e^{-μ(1-F(s-))} (worst: by symmetry)."""
+    f, fm = np_cdfs(prob)
+    if worst:
+        return (1 - fm) * np.exp(-mean * fm) - (1 - f) * np.exp(-mean * f)
+    return f * np.exp(-mean * (1 - f)) - fm * np.exp(-mean * (1 - fm))
+
+
+def shifted_down(law):
+    out = np.zeros_like(law)
+    out[:-1] = law[1:]
+    out[0] += law[0]
+    return out
+
+
+@functools.cache
+def twin(mode, worst=False):
+    """Cached simulations of the toy model: 'hard', 'soft' (τ = 0.7), 'soft0' (τ = 1e-3),
+    'softinf' (τ = ∞), 'poisson' (μ = 3), 'tilt' (best-of-N from φ_λ, λ = 0.8)."""
+    key = jax.random.fold_in(KEY, 30)
+    args = (TN, TNUM, TTRIALS)
+    kw = dict(worst=worst, g=TG, return_tokens=True)
+    if mode == "poisson":
+        return aa.simulate_best_of_poisson(key, TP, TR, TN, 3.0, TTRIALS, **kw)
+    if mode == "tilt":
+        return aa.simulate_bon(key, np.asarray(aa.tilt(TP, TR, 0.8)), TR, *args, **kw)
+    temperature = {"hard": None, "soft": 0.7, "soft0": 1e-3, "softinf": np.inf}[mode]
+    return aa.simulate_bon(key, TP, TR, *args, temperature=temperature, **kw)
+
+
+def twin_law(mode, worst=False):
+    """The exact level law of each twin, by independent NumPy formulas and enumeration."""
+    levels, prob = np_level_law(TP, TR, TN)
+    if mode == "soft":
+        return np_soft_law(levels, prob, TNUM, 0.7, worst)
+    if mode == "poisson":
+        return np_poisson_law(prob, 3.0, worst)
+    if mode == "tilt":
+        tilted = prob * np.exp(0.8 * levels)
+        prob = tilted / tilted.sum()
+    return np_worst_law(prob, TNUM) if worst else np_bon_law(prob, TNUM)
+
+
+def gold_agrees(gold, law, m):
+    est = aa.mc_mean(gold)
+    return abs(float(est.mean) - float(np.sum(law * m))) <= Z * float(est.stderr)
+
+
+@pytest.mark.parametrize("mode", ["soft", "poisson", "tilt"])
+@pytest.mark.parametrize("worst", [False, True])
+def test_sampled_twins_match_exact_level_laws_and_gold(mode, worst):
+    # Probabilistic (fixed key): level law, mean and gold of the chosen sequence
+    # within Z standard errors of the exact law and of Σ_s q(s) m(s); the same
+    # checks reject the law shifted by one level (and its gold).
+    levels, prob, m = np_gold_given_level(TP, TR, TG, TN)
+    law = twin_law(mode, worst)
+    assert law.sum() == pytest.approx(1.0, abs=1e-12)
+    sim = twin(mode, worst)
+    x, gold, tok = np.asarray(sim.rewards), np.asarray(sim.gold), np.asarray(sim.tokens)
+    np.testing.assert_array_equal(TR[tok].sum(axis=1), x)  # proxy and gold are those of the chosen tokens
+    np.testing.assert_array_equal(TG[tok].sum(axis=1), gold)
+    assert mean_agrees(x, levels, law) and levels_agree(x, levels, law)
+    assert gold_agrees(gold, law, m)
+    wrong = shifted_down(law) if worst else shifted_up(law)
+    assert not mean_agrees(x, levels, wrong) and not levels_agree(x, levels, wrong)
+    assert not gold_agrees(gold, wrong, m)  # the gold of the shifted law
+
+
+def test_soft_best_of_n_limits_and_shared_samples():
+    # Same key: the soft rule sees the same sequences as the hard one. τ = 1e-3
+    # on integer levels picks a top level every time (exp(-1000) ≈ 0), so the
+    # rewards equal best-of-N's bit for bit; τ = ∞ picks uniformly: the reference law.
+    hard, soft0 = twin("hard"), twin("soft0")
+    np.testing.assert_array_equal(np.asarray(soft0.rewards), np.asarray(hard.rewards))
+    np.testing.assert_array_equal(np.asarray(hard.num_drawn), TNUM)
+    levels, prob = np_level_law(TP, TR, TN)
+    x = np.asarray(twin("softinf").rewards)
+    assert levels_agree(x, levels, prob) and not levels_agree(x, levels, shifted_up(prob))
+    assert np.all(np.asarray(twin("soft").rewards) <= np.asarray(hard.rewards))
+
+
+@pytest.mark.skipif(not hasattr(aa, "soft_best_of_n"), reason="level laws (asymalign.levels) not available")
+@pytest.mark.parametrize("mode", ["soft", "poisson", "tilt", "hard"])
+def test_sampled_twins_match_the_library_level_laws(mode):
+    law = aa.reward_law(TP, TR, TN)
+    log_n = np.log(float(TNUM))
+    lib = {
+        "soft": lambda: aa.soft_best_of_n(law, log_n, 0.7),
+        "poisson": lambda: aa.best_of_poisson(law, 3.0),
+        "tilt": lambda: aa.best_of_n(aa.level_tilt(law, law.levels, 1 / 0.8), log_n),
+        "hard": lambda: aa.best_of_n(law, log_n),
+    }[mode]()
+    q = np.exp(np.asarray(lib.log_prob))
+    np.testing.assert_allclose(q, twin_law(mode), rtol=1e-8, atol=1e-13)  # the library law is the enumerated one
+    x = np.asarray(twin(mode).rewards)
+    assert levels_agree(x, np.asarray(law.levels), q)
+    assert not levels_agree(x, np.asarray(law.levels), shifted_up(q))
+    if hasattr(aa, "gold_given_level"):
+        m = np.asarray(aa.gold_given_level(TP, TR, TG, TN).mean)
+        assert gold_agrees(np.asarray(twin(mode).gold), q, m)
+
+
+def test_best_of_poisson_draws_one_plus_poisson_samples():
+    # Probabilistic (fixed key): N - 1 ~ Poisson(3) by a chi-square over counts
+    # 0..9 (and >= 10 lumped), rejecting Poisson(3.2).
+    counts = np.asarray(twin("poisson").num_drawn) - 1
+    assert counts.min() >= 0
+
+    def ok(mean):
+        pmf = stats.poisson.pmf(np.arange(10), mean)
+        q = np.append(pmf, 1 - pmf.sum())
+        c = np.bincount(np.minimum(counts, 10), minlength=11)
+        e = counts.size * q
+        return float(np.sum((c - e) ** 2 / e)) <= stats.chi2.isf(2 * stats.norm.sf(Z), 10)
+
+    assert ok(3.0) and not ok(3.2)
+    # Hard, worst and soft rules share the trial's N (same count stream).
+    np.testing.assert_array_equal(np.asarray(twin("poisson", worst=True).num_drawn), counts + 1)
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_new_modes_are_bit_identical_for_every_chunk_size(poisson):
+    # Soft selection with gold and tokens, 5 random blocks of 64 sequences
+    # (n = 64); Best-of-Poisson with μ = 300 loops over several chunks.
+    p, r, g = np.array([0.3, 0.25, 0.45]), np.array([0.1, 0.7, -1.3]), np.array([0.2, -0.9, 0.35])
+    n, trials = 64, 7
+    kw = dict(temperature=2.5, g=g, return_tokens=True)
+    if poisson:
+        runs = [aa.simulate_best_of_poisson(KEY, p, r, n, 300.0, trials, chunk_size=cs, **kw) for cs in (4096, None)]
+        assert int(np.max(np.asarray(runs[0].num_drawn))) > 4 * 64  # the while loop ran several chunks
+    else:
+        runs = [aa.simulate_bon(KEY, p, r, n, 300, trials, chunk_size=cs, **kw) for cs in (4096, None)]
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    tok = np.asarray(runs[0].tokens)
+    np.testing.assert_allclose(g[tok].sum(axis=1), np.asarray(runs[0].gold), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# all draws, and the unbiased best-of-N gold estimator (Nakano et al.; THEORY.md §13)
+# ---------------------------------------------------------------------------
+
+
+def np_u_statistic(x, g, num, worst=False):
+    """Brute force: mean over all num-subsets of the gold of the subset's best,
+    averaged over the tied best (uniformly random tie-breaking)."""
+    x = -x if worst else x
+    vals = []
+    for sub in itertools.combinations(range(len(x)), num):
+        sub = list(sub)
+        top = np.isclose(x[sub], x[sub].max(), rtol=0, atol=1e-9)
+        vals.append(g[sub][top].mean())
+    return float(np.mean(vals))
+
+
+def test_unbiased_estimator_is_the_u_statistic():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=(3, 7)).astype(np.float64) * 0.1  # ties, and round-off in 0.1 steps
+    x[0, 2] = 0.1 + 0.2  # 0.30000000000000004: a tie with 0.3 up to round-off
+    x[0, 5] = 0.3
+    g = rng.normal(size=(3, 7))
+    nums = np.arange(1, 8)
+    for worst in (False, True):
+        est = np.asarray(aa.bon_gold_unbiased(x, g, nums, worst=worst))
+        assert est.shape == (3, 7)
+        ref = [[np_u_statistic(x[i], g[i], num, worst) for num in nums] for i in range(3)]
+        np.testing.assert_allclose(est, ref, rtol=1e-12, atol=1e-12)
+    # N = 1 is the plain mean, a constant gold is returned unchanged (weights sum to 1),
+    # a scalar N gives one value per row.
+    np.testing.assert_allclose(np.asarray(aa.bon_gold_unbiased(x, g, 1)), g.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(aa.bon_gold_unbiased(x, np.full_like(g, 2.5), nums)), 2.5, rtol=1e-12)
+    big = np.asarray(aa.bon_gold_unbiased(np.arange(5000.0), np.ones(5000), np.array([1, 70, 4999])))
+    np.testing.assert_allclose(big, 1.0, rtol=1e-10)  # log-space weights at K = 5000
+
+
+@functools.cache
+def toy_draws():
+    return aa.simulate_draws(jax.random.fold_in(KEY, 40), TP, TR, TN, 16, 2000, g=TG)
+
+
+def test_draws_are_the_sequences_best_of_n_chooses_from():
+    key = jax.random.fold_in(KEY, 41)
+    d = aa.simulate_draws(key, TP, TR, TN, 16, 30, g=TG)
+    d1 = aa.simulate_draws(key, TP, TR, TN, 16, 30, g=TG, chunk_size=2)
+    for a, b in zip(d, d1, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    best = aa.simulate_bon(key, TP, TR, TN, 16, 30)
+    np.testing.assert_array_equal(np.asarray(d.rewards).max(axis=1), np.asarray(best.rewards))
+    assert aa.simulate_draws(key, TP, TR, TN, 16, 30).gold is None
+
+
+@pytest.mark.parametrize("worst", [False, True])
+def test_unbiased_gold_estimator_matches_exact(worst):
+    # Probabilistic (fixed key): for N = 1, 2, 4, 8, 16 from the same K = 16 draws,
+    # the mean over 2000 trials is within Z standard errors of Σ_s B_N(s) m(s);
+    # the m shifted by one level is rejected.
+    levels, prob, m = np_gold_given_level(TP, TR, TG, TN)
+    nums = np.array([1, 2, 4, 8, 16])
+    d = toy_draws()
+    est = aa.bon_gold_unbiased(d.rewards, d.gold, nums, worst=worst)
+    mc = aa.mc_mean(est.T)
+    laws = [(np_worst_law if worst else np_bon_law)(prob, num) for num in nums]
+    exact = np.array([np.sum(law * m) for law in laws])
+    assert np.all(np.abs(np.asarray(mc.mean) - exact) <= Z * np.asarray(mc.stderr))
+    m_wrong = np.concatenate([m[1:], m[-1:]]) if worst else np.concatenate([m[:1], m[:-1]])
+    wrong = np.array([np.sum(law * m_wrong) for law in laws])
+    assert np.any(np.abs(np.asarray(mc.mean) - wrong) > Z * np.asarray(mc.stderr))
+    if not worst:  # the one-call version gives the same numbers
+        one = aa.mc_bon_gold_unbiased(jax.random.fold_in(KEY, 40), TP, TR, TG, TN, nums, 16, 2000)
+        np.testing.assert_allclose(np.asarray(one.mean), np.asarray(mc.mean), rtol=1e-12)
+        single = aa.mc_bon_gold_unbiased(jax.random.fold_in(KEY, 40), TP, TR, TG, TN, 4, 16, 2000)
+        assert float(single.mean) == pytest.approx(float(mc.mean[2]), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# bad input of the new modes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: aa.simulate_bon(KEY, P, R, 2, 2, 2, temperature=0.0), "temperature"),
+        (lambda: aa.simulate_bon(KEY, P, R, 2, 2, 2, temperature=-1.0), "temperature"),
+        (lambda: aa.simulate_bon(KEY, P, R, 2, 2, 2, temperature=np.nan), "temperature"),
+        (lambda: aa.simulate_bon(KEY, P, R, 2, 2, 2, g=jnp.array([1.0, 2.0, 3.0])), "g"),
+        (lambda: aa.simulate_bon(KEY, P, R, 2, 2, 2, g=jnp.array([1.0, jnp.inf])), "g"),
+        (lambda: aa.simulate_best_of_poisson(KEY, P, R, 2, -0.5, 2), "mean"),
+        (lambda: aa.simulate_best_of_poisson(KEY, P, R, 2, np.nan, 2), "mean"),
+        (lambda: aa.simulate_best_of_poisson(KEY, P, R, 2, 1e12, 2), "mean"),
+        (lambda: aa.simulate_draws(KEY, P, R, 2, 0, 2), "num_draws"),
+        (lambda: aa.simulate_draws(KEY, P, R, 2, 2, 2, g=jnp.array([jnp.nan, 0.0])), "g"),
+        (lambda: aa.mc_bon_gold_unbiased(KEY, P, R, R, 2, 4, 3, 10), "num_draws"),
+        (lambda: aa.mc_bon_gold_unbiased(KEY, P, R, R, 2, 0, 3, 10), "num_samples"),
+        (lambda: aa.mc_bon_gold_unbiased(KEY, P, R, R[:1], 2, 2, 3, 10), "g"),
+        (lambda: aa.mc_bon_gold_unbiased(KEY, P, R, R, 2, 2, 3, 1), "num_trials"),
+        (lambda: aa.bon_gold_unbiased(jnp.ones((2, 3)), jnp.ones((2, 4)), 2), "gold"),
+        (lambda: aa.bon_gold_unbiased(jnp.ones(3), jnp.ones(3), 4), "draws"),
+        (lambda: aa.bon_gold_unbiased(jnp.ones(3), jnp.ones(3), 1.5), "num_samples"),
+        (lambda: aa.bon_gold_unbiased(jnp.ones(3), jnp.array([1.0, jnp.nan, 0.0]), 2), "gold"),
+    ],
+)
+def test_new_modes_reject_bad_input(call, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        call()
