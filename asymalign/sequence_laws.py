@@ -9,20 +9,9 @@ levels of ``r_n`` and their exact log-probabilities. Two exact methods:
   levels are merged. ``C(n+k-1, k-1)`` types.
 * **lattice** (rewards ``a + h m`` with integer ``m``, detected
   automatically): ``r_n = n a + h M_n`` and the law of ``M_n`` is the n-fold
-  convolution power of the per-token law ``w``. Plain FFT keeps only absolute
-  accuracy, so the tails that best-of-N needs would be lost. Instead the law
-  is computed under many exponential tilts,
-  ``P_n(s) = Q_n^θ(s) exp(-θ s + n Λ_w(θ))``, where ``Q_n^θ = (w_θ)^{*n}`` is
-  evaluated by an inverse FFT of its characteristic function
-  ``(Σ_m w_θ(m) e^{-iωm})^n`` in a window of ``M`` levels around its mean
-  ``n Λ_w'(θ)``; each level takes the value from the tilt under which it is
-  closest to the centre (largest ``Q/max Q``). Tilts are spaced evenly in
-  ``u(θ) = √n ∫ √Λ_w''(θ) dθ`` (window centres about 3 standard deviations
-  apart), so every level, from the bottom to the very top, is read where
-  the FFT has full *relative* accuracy. Cost ``O(J M log M)`` with
-  ``J ≈ √n u_max / 3`` tilts and ``M = O(span √n)``: about ``n log n``.
-  Levels that no sequence reaches (gaps of the lattice) are found exactly
-  by a coin-change recursion and get ``log_prob = -inf``.
+  convolution power of the per-token law, read from tilted FFT windows with
+  full *relative* accuracy at every level (the kernels are in
+  :mod:`asymalign._lattice`). Cost about ``n log n``.
 
 First, whatever the method, the model is reduced to the push-forward of ``p``
 through ``r`` (zero-probability letters dropped, equal rewards merged).
@@ -38,9 +27,24 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln, logsumexp
+from jax.scipy.special import gammaln
 
 from . import _numerics as nx
+from ._lattice import (  # noqa: F401  (_MIN_SCORE, _best_windows, _bucket, ... re-exported for _window_law)
+    _MAX_DP_WORK,
+    _MIN_SCORE,
+    _best_windows,
+    _bucket,
+    _detect_lattice,
+    _fft_size,
+    _host_thetas,
+    _lattice_dp_jit,
+    _lattice_jit,
+    _lattice_log_law,
+    _lattice_log_w,
+    _pad_tilts,
+    default_num_tilts,
+)
 from ._validate import check_model, check_positive_int, is_concrete
 
 __all__ = [
@@ -52,15 +56,10 @@ __all__ = [
     "check_law",
 ]
 
-# Relative tolerance for merging equal rewards / levels and for lattice detection.
+# Relative tolerance for merging equal rewards / levels.
 _MERGE_RTOL = 1e-12
-_LATTICE_RTOL = 1e-9
 _MAX_TYPES = 3_000_000
 _MAX_LATTICE_LEVELS = 50_000_000
-# Window-centre spacing in units of the tilted standard deviation (2 * z0).
-_CENTRE_SPACING = 3.0
-# Aliasing control: half-window = span * sqrt(_ALIAS_LOG * n / 2) (Hoeffding).
-_ALIAS_LOG = 80.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,32 +151,6 @@ def check_law(law, p=None, r=None, n=None, name: str = "law") -> None:
 
 
 # ---------------------------------------------------------------------------
-# lattice detection (host side)
-# ---------------------------------------------------------------------------
-
-
-def _detect_lattice(values, max_den: int = 1000):
-    """Return ``(a, h, m)`` with ``values ≈ a + h m`` (``m`` integers, gcd 1,
-    ``m[0] = 0``) or ``None``."""
-    if values.size == 1:
-        return float(values[0]), 1.0, np.zeros(1, dtype=np.int64)
-    d = values - values[0]
-    t = d / d[1]
-    for q in range(1, max_den + 1):
-        tq = t * q
-        m = np.round(tq)
-        if np.all(np.abs(tq - m) <= _LATTICE_RTOL * np.maximum(1.0, np.abs(tq))):
-            m = m.astype(np.int64)
-            if np.any(np.diff(m) <= 0):
-                # distinct rewards closer than the lattice tolerance would share
-                # a lattice point (and one letter's weight would be lost)
-                return None
-            g = int(np.gcd.reduce(m))
-            return float(values[0]), float(d[1] * g / q), m // g
-    return None
-
-
-# ---------------------------------------------------------------------------
 # types method
 # ---------------------------------------------------------------------------
 
@@ -257,224 +230,6 @@ def _types_law_host(values, weights, n):
     starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
     out_lp = np.logaddexp.reduceat(logp, starts) if starts.size < levels.size else logp
     return levels[starts], out_lp
-
-
-# ---------------------------------------------------------------------------
-# lattice method: windowed tilted FFT
-# ---------------------------------------------------------------------------
-
-
-def _fft_size(n: int, span: int) -> int:
-    L = n * span + 1
-    half = span * math.sqrt(_ALIAS_LOG * n / 2.0)
-    need = min(L, 2 * int(math.ceil(half)) + 1)
-    return max(64, 1 << int(math.ceil(math.log2(need))))
-
-
-def _mincoins(mask, span: int, n: int, s):
-    """Exact reachability of lattice levels ``s`` (an integer array): ``s`` is a
-    sum of ``n`` letters of ``D = {m : w(m) > 0}`` (with ``0 ∈ D``) iff the
-    fewest nonzero letters summing to ``s`` is ``<= n``. Coin change up to
-    ``span^2``; beyond, an optimal representation always uses the largest
-    letter ``span``."""
-    B = span * span + span
-    coins = jnp.arange(1, span + 1)
-    usable = mask[1:]
-    big = jnp.iinfo(jnp.int32).max // 4
-
-    def body(t, dp):
-        prev = dp[jnp.clip(t - coins, 0, B)]
-        cand = jnp.where(usable & (coins <= t), prev + 1, big)
-        return dp.at[t].set(jnp.minimum(jnp.min(cand), big))
-
-    dp = jnp.full((B + 1,), big, dtype=jnp.int32).at[0].set(0)
-    dp = jax.lax.fori_loop(1, B + 1, body, dp)
-    q = jnp.maximum(0, -((B - s) // span))  # ceil((s - B)/span) for s > B
-    base = dp[jnp.clip(s - q * span, 0, B)]
-    count = jnp.where(base >= big, big, base + q)
-    return count <= n
-
-
-def _fisher_length_grid(log_w, n, grid: int = 4096):
-    """Tilt range and the cumulative Fisher length ``u(θ) = ∫ √Λ''``."""
-    span = log_w.shape[-1] - 1
-    m = jnp.arange(span + 1, dtype=log_w.dtype)
-
-    def mean_var(th):
-        z = log_w + th * m
-        lz = logsumexp(z)
-        ph = jnp.exp(z - lz)
-        mu = jnp.sum(ph * m)
-        return mu, jnp.sum(ph * (m - mu) ** 2)
-
-    mean_fn = jax.vmap(lambda th: mean_var(th)[0])
-    lo_target = jnp.minimum(0.5 / n, 0.25 * span)
-    hi_target = span - lo_target
-    v = jnp.asarray(nx._SINH_V, log_w.dtype)
-
-    def solve(target):
-        return nx.sinh_bisect(lambda th: mean_fn(jnp.atleast_1d(th))[0] - target, 1.0, -v, v, 80)
-
-    th_lo, th_hi = solve(lo_target), solve(hi_target)
-    th = jnp.linspace(th_lo, th_hi, grid)
-    var = jax.vmap(lambda t: mean_var(t)[1])(th)
-    sd = jnp.sqrt(jnp.maximum(var, 0.0))
-    u = jnp.concatenate([jnp.zeros(1, th.dtype), jnp.cumsum(0.5 * (sd[1:] + sd[:-1]) * jnp.diff(th))])
-    return th, u
-
-
-def _lattice_log_law(log_w, n: int, num_tilts: int, fft_size: int):
-    """Jittable core: ``log P(M_n = s)``, ``s = 0..n·span`` (THEORY.md §7)."""
-    return _lattice_log_law_scored(log_w, n, num_tilts, fft_size)[0]
-
-
-def _tilt_stats(log_w, theta):
-    """``(φ_θ, Λ_w(θ), Λ_w'(θ))`` of the per-token lattice index law."""
-    m = jnp.arange(log_w.shape[-1], dtype=log_w.dtype)
-    z = log_w + theta * m
-    lam_w = logsumexp(z)
-    ph = jnp.exp(z - lam_w)
-    return ph, lam_w, jnp.sum(ph * m)
-
-
-def _window_reader(log_w, n: int, M: int):
-    """``window(θ) -> (centre, ratio, Q)``: the tilted law ``Q = (w_θ)^{*n}`` on
-    the ``M`` levels ``centre - M//2 .. centre + M//2 - 1`` from one inverse
-    FFT, ``centre = round(n Λ_w'(θ))``, and ``ratio = Q / max Q`` (THEORY.md §7).
-    Then ``P_n(s) = Q(s) e^{-θ s + n Λ_w(θ)}``."""
-    span = log_w.shape[-1] - 1
-    L = n * span + 1
-    dt = log_w.dtype
-    m = jnp.arange(span + 1, dtype=dt)
-    omega = 2.0 * jnp.pi * jnp.fft.rfftfreq(M).astype(dt)  # [0, π]
-    cdt = jnp.result_type(dt, jnp.complex64)
-    # e^{-iωm} for all frequencies and letters, shared by every tilt.
-    table = jnp.exp(-1j * (omega[:, None] * m[None, :]).astype(cdt))
-    t_idx = jnp.arange(M) - M // 2  # window offsets
-
-    def window(theta):
-        ph, _, mu = _tilt_stats(log_w, theta)
-        centre = jnp.clip(jnp.round(n * mu), 0, L - 1).astype(jnp.int32)
-        # Characteristic function χ(ω) = Σ_m φ_θ(m) e^{-iωm}; |χ| <= 1, so its
-        # n-th power by repeated squaring (static n) cannot overflow and its
-        # relative error grows only like log2(n) ulps (no large-phase trig).
-        q = jnp.fft.irfft(jax.lax.integer_pow(table @ ph.astype(cdt), n), n=M)
-        q = q[(centre + t_idx) % M]  # the circular law read around the centre
-        return centre, q / jnp.max(q), q
-
-    return window
-
-
-def _best_windows(log_w, n: int, thetas, M: int, base, size: int):
-    """Best reading of levels ``base .. base + size - 1`` over the tilts
-    ``thetas``: each level takes its value from the window where ``Q/max Q``
-    is largest; unreachable levels get ``-inf``. Returns ``(log P, score)``
-    with ``score = log(Q/max Q)`` there (relative error ~``1e-16 e^{-score}``)."""
-    span = log_w.shape[-1] - 1
-    dt = log_w.dtype
-    window = _window_reader(log_w, n, M)
-    pad = M + 1  # centres may lie up to M/2 outside the output range
-    width = size + 2 * pad
-
-    def step(carry, j_theta):
-        best_ratio, best_q, best_j = carry
-        j, theta = j_theta
-        centre, ratio, q = window(theta)
-        start = jnp.clip(centre - base - M // 2 + pad, 0, width - M)
-        cur_r = jax.lax.dynamic_slice(best_ratio, (start,), (M,))
-        better = ratio > cur_r
-        best_ratio = jax.lax.dynamic_update_slice(best_ratio, jnp.where(better, ratio, cur_r), (start,))
-        cur_q = jax.lax.dynamic_slice(best_q, (start,), (M,))
-        best_q = jax.lax.dynamic_update_slice(best_q, jnp.where(better, q, cur_q), (start,))
-        cur_j = jax.lax.dynamic_slice(best_j, (start,), (M,))
-        best_j = jax.lax.dynamic_update_slice(best_j, jnp.where(better, j, cur_j), (start,))
-        return (best_ratio, best_q, best_j), None
-
-    init = (jnp.full((width,), -jnp.inf, dt), jnp.zeros((width,), dt), jnp.zeros((width,), jnp.int32))
-    js = jnp.arange(thetas.shape[0], dtype=jnp.int32)
-    (ratio, q, j), _ = jax.lax.scan(step, init, (js, thetas))
-    ratio, q, j = ratio[pad : pad + size], q[pad : pad + size], j[pad : pad + size]
-    lam_w = jax.vmap(lambda th: _tilt_stats(log_w, th)[1])(thetas)
-    s = base + jnp.arange(size)
-    reach = _mincoins(log_w > -jnp.inf, span, n, s)
-    ok = reach & (q > 0)
-    logp = jnp.where(ok, jnp.log(jnp.where(ok, q, 1.0)) - thetas[j] * s + n * lam_w[j], -jnp.inf)
-    # A reachable level that no window reads as positive is unresolved: score -inf.
-    score = jnp.where(ok, jnp.log(jnp.where(ok, ratio, 1.0)), jnp.where(reach, -jnp.inf, 0.0))
-    return logp, score
-
-
-def _lattice_thetas(log_w, n: int, num_tilts: int):
-    """The tilts of the full law: evenly spaced in Fisher length ``u(θ)``."""
-    th_grid, u = _fisher_length_grid(log_w, n)
-    return jnp.interp(jnp.linspace(0.0, u[-1], num_tilts), u, th_grid)
-
-
-def _lattice_log_law_scored(log_w, n: int, num_tilts: int, fft_size: int):
-    """``(log P, score)``: ``score(s) = log(Q(s) / max Q)`` in the window that
-    resolved level ``s``; the relative error there is about ``1e-16 e^{-score}``."""
-    span = log_w.shape[-1] - 1
-    L = n * span + 1
-    dt = log_w.dtype
-    if span == 0:
-        return jnp.zeros((1,), dt), jnp.zeros((1,), dt)
-    thetas = _lattice_thetas(log_w, n, num_tilts)
-    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, L)
-    return logp - logsumexp(logp), score
-
-
-def _lattice_log_law_dp(log_w, n: int):
-    """Exact log-space convolution power by ``n`` one-token steps,
-    ``P_{j+1}(s) = logsumexp_m P_j(s - m) + log w(m)``: cost ``O(n^2 span^2)``,
-    relative accuracy at every level whatever the shape of the law. The
-    fallback for laws the tilted windows cannot resolve (deep dips, e.g. a
-    letter of probability 1e-30)."""
-    span = log_w.shape[-1] - 1
-    L = n * span + 1
-    init = jnp.full((L + span,), -jnp.inf, log_w.dtype).at[span].set(0.0)
-
-    def step(_, cur):
-        shifted = jnp.stack([jax.lax.dynamic_slice(cur, (span - m,), (L,)) + log_w[m] for m in range(span + 1)])
-        return cur.at[span:].set(logsumexp(shifted, axis=0))
-
-    return jax.lax.fori_loop(0, n, step, init)[span:]
-
-
-# Levels resolved at a score below this (Q/max Q < e^-16) may carry relative
-# errors above ~1e-9 and are recomputed exactly when affordable.
-_MIN_SCORE = -16.0
-_MAX_DP_WORK = 3e8
-
-
-def default_num_tilts(n: int, span: int) -> int:
-    """A static number of tilts for :func:`law_from_lattice` when the model is
-    traced: enough for a Fisher length of ``π·span`` (a generous bound)."""
-    return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
-
-
-_fisher_length_jit = jax.jit(_fisher_length_grid)  # n traced: one compilation per alphabet size
-
-
-def _host_thetas(log_w, n: int) -> np.ndarray:
-    """The full law's tilts (as :func:`_lattice_thetas`), their number
-    ``√n u_max / 3 + 2`` found from the Fisher length, computed without a
-    compilation per number of tilts."""
-    th, u = (np.asarray(a) for a in _fisher_length_jit(log_w, jnp.asarray(float(n), log_w.dtype)))
-    num_tilts = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
-    return np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
-
-
-def _pad_tilts(thetas: np.ndarray) -> jax.Array:
-    """Tilts padded to a bucket by repeating the last (a repeated window
-    changes nothing: only a strictly better score replaces a reading)."""
-    size = _bucket(thetas.size, 8)
-    return jnp.asarray(np.concatenate([thetas, np.full(size - thetas.size, thetas[-1])]))
-
-
-def _lattice_from_thetas(log_w, n: int, thetas, fft_size: int):
-    """Full lattice law from given tilts: ``(log P normalised, score)``."""
-    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, n * (log_w.shape[-1] - 1) + 1)
-    return logp - logsumexp(logp), score
 
 
 def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) -> RewardLaw:
@@ -590,21 +345,3 @@ def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
     idx = np.flatnonzero(np.isfinite(logp))
     levels = n * a + h * idx.astype(np.float64)
     return RewardLaw(jnp.asarray(levels), jnp.asarray(logp[idx]), n, fp)
-
-
-def _lattice_log_w(lattice, weights):
-    """``(a, h, span, log w)``: per-token log-law of the lattice index ``m``."""
-    a, h, m = lattice
-    span = int(m[-1])
-    log_w = np.full(span + 1, -np.inf)
-    log_w[m] = np.log(weights)
-    return a, h, span, jnp.asarray(log_w)
-
-
-_lattice_jit = jax.jit(_lattice_from_thetas, static_argnums=(1, 3))
-_lattice_dp_jit = jax.jit(_lattice_log_law_dp, static_argnums=(1,))
-
-
-def _bucket(length: int, minimum: int = 64) -> int:
-    """Padded length: powers of two (at least ``minimum``), so kernels compile O(log L) times."""
-    return max(minimum, 1 << (length - 1).bit_length())

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from scipy.special import gammaln, logsumexp
 
 import asymalign as aa
-from asymalign import sequence_laws as sl
+from asymalign import _lattice as lattice_kernels  # the windows' resolution score is not public
 
 # ---------------------------------------------------------------------------
 # independent references
@@ -197,7 +197,7 @@ def test_reward_law_sums_to_one_in_log_space(data):
 
 _LAT_N, _LAT_SPAN = 12, 4
 _law_from_lattice_j = jax.jit(aa.law_from_lattice, static_argnums=(1,))
-_scored_j = jax.jit(sl._lattice_log_law_scored, static_argnums=(1, 2, 3))
+_scored_j = jax.jit(lattice_kernels._lattice_log_law_scored, static_argnums=(1, 2, 3))
 
 
 @st.composite
@@ -235,7 +235,12 @@ def test_types_and_lattice_agree(model):
     # of tiny probability, whose dips are resolved only to the documented
     # relative error ~1e-16 e^{-score} (checked down to score -20)
     score = np.asarray(
-        _scored_j(jnp.asarray(log_w), n, sl.default_num_tilts(n, _LAT_SPAN), sl._fft_size(n, _LAT_SPAN))[1]
+        _scored_j(
+            jnp.asarray(log_w),
+            n,
+            lattice_kernels.default_num_tilts(n, _LAT_SPAN),
+            lattice_kernels._fft_size(n, _LAT_SPAN),
+        )[1]
     )[finite]
     err = np.abs(np.asarray(types.log_prob) - lat_p[finite])
     bound = 1e-9 * (1.0 + np.abs(lat_p[finite])) + 100 * 1e-16 * np.exp(-score)
