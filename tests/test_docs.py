@@ -18,6 +18,7 @@ MODULES = [
     "asymalign.sequence_laws",
     "asymalign.best_of_n",
     "asymalign.simulation",
+    "asymalign.estimators",
     "asymalign.optimize",
 ]
 
