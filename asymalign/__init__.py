@@ -13,16 +13,27 @@ from importlib.metadata import version as _version
 
 from .best_of_n import (
     BoNvsKLRL,
-    bon_kl,
     bon_kl_bound,
-    bon_level_law,
-    bon_reward,
     bon_vs_klrl,
-    bon_win_rate,
-    level_kl,
-    tilted_level_law,
-    worst_of_n_level_law,
+    bon_vs_klrl_on_law,
 )
+from .infalign import InfAlignOptimum, infalign_optimum, transformed_reward
+from .levels import (
+    LevelTilt,
+    best_of_n,
+    best_of_poisson,
+    calibrated_reward,
+    inference_win_rate,
+    law_kl,
+    law_mean,
+    level_tilt,
+    pad_law,
+    solve_level_tilt,
+    win_rate,
+)
+from .soft_bon import soft_best_of_n
+from .goodhart import GoldGivenLevel, GoldReward, gold_given_level, gold_reward
+from .goodhart_tilt import GaoFit, GoodhartPeak, fit_gao, goodhart_peak, tilt_gold, tilt_gold_covariance
 from .information import (
     cross_entropy,
     entropy,
@@ -35,13 +46,12 @@ from .large_deviations import (
     cgf_via_renyi_cross_entropy,
     cgf_via_renyi_divergence,
     rate_function,
-    reward_distribution,
+    reward_softmax,
     scaled_cgf,
     scaled_cumulants,
 )
 from .optimize import (
     PolicyOptResult,
-    masked_softmax,
     optimize_constrained_policy,
     optimize_policy,
     policy_objective,
@@ -50,7 +60,6 @@ from .optimize import (
 )
 from .sequence_laws import (
     RewardLaw,
-    check_law,
     law_from_lattice,
     law_from_types,
     pushforward,
@@ -72,6 +81,7 @@ from .simulation import (
     simulate_bon,
     simulate_draws,
 )
+from .vocab import MAX_VOCABULARY, Vocabulary, load_vocabulary
 from .tilting import (
     KLRLResult,
     kl_regularized,

@@ -41,9 +41,7 @@ def check_prob(p, name: str = "p") -> None:
     s = a.sum(axis=-1)
     if np.any(np.abs(s - 1.0) > PROB_SUM_TOL):
         worst = float(np.max(np.abs(s - 1.0)))
-        raise ValueError(
-            f"{name} must sum to 1 along the last axis (within {PROB_SUM_TOL:g}); off by {worst:.3g}"
-        )
+        raise ValueError(f"{name} must sum to 1 along the last axis (within {PROB_SUM_TOL:g}); off by {worst:.3g}")
 
 
 def check_reward(r, p=None, name: str = "r", p_name: str = "p") -> None:
@@ -61,8 +59,7 @@ def check_reward(r, p=None, name: str = "r", p_name: str = "p") -> None:
         pshape = np.shape(p)
         if len(pshape) and pshape[-1] != a.shape[-1]:
             raise ValueError(
-                f"{name} has length {a.shape[-1]} along the last axis but {p_name} has "
-                f"{pshape[-1]}; they must match"
+                f"{name} has length {a.shape[-1]} along the last axis but {p_name} has {pshape[-1]}; they must match"
             )
 
 
@@ -102,3 +99,20 @@ def check_positive_int(x, name: str, minimum: int = 1) -> int:
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
     return int(x)
+
+
+def check_law(law, p=None, r=None, n=None, name: str = "law") -> None:
+    """``law`` is a ``RewardLaw`` built for the model ``(p, r)`` (same push-forward) and length ``n``.
+
+    Each of ``p``/``r`` and ``n`` is checked only when given; the model only
+    when ``p`` and ``r`` are concrete and the law carries a fingerprint.
+    """
+    from .sequence_laws import RewardLaw, model_fingerprint  # deferred: sequence_laws imports this module
+
+    if not isinstance(law, RewardLaw):
+        raise ValueError(f"{name} must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
+    if n is not None and law.n != n:
+        raise ValueError(f"{name} was built for n = {law.n}, not n = {n}")
+    if p is not None and r is not None and law.fingerprint is not None and is_concrete(p, r):
+        if model_fingerprint(p, r) != law.fingerprint:
+            raise ValueError(f"{name} was built from another model (p, r); rebuild it with reward_law(p, r, n)")

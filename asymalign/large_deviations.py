@@ -32,7 +32,7 @@ __all__ = [
     "scaled_cgf",
     "scaled_cumulants",
     "rate_function",
-    "reward_distribution",
+    "reward_softmax",
     "cgf_via_renyi_cross_entropy",
     "cgf_via_renyi_divergence",
 ]
@@ -246,7 +246,7 @@ def rate_function(p, r, x, lam=0.0):
     return _rate_function_blocks(p, r, x, lam)
 
 
-def reward_distribution(p, r):
+def reward_softmax(p, r):
     r"""The reward's own distribution ``q_r(x) = e^{r(x)} / C`` on ``supp p``,
     ``C = Σ_{x: p(x)>0} e^{r(x)}`` (THEORY.md §5); ``0`` off the support."""
     check_model(p, r)

@@ -39,7 +39,6 @@ from ._validate import check_model, check_nonneg, check_positive_int, is_concret
 
 __all__ = [
     "PolicyOptResult",
-    "masked_softmax",
     "policy_objective",
     "optimize_policy",
     "reinforce_policy",
@@ -154,12 +153,6 @@ def _scan_opt(step, state, num_steps):
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
-
-
-def masked_softmax(logits, p):
-    """The policy ``q = softmax(θ)`` restricted to ``supp p`` (zero elsewhere)."""
-    p = jnp.asarray(p)
-    return jnp.exp(_log_q(jnp.asarray(logits, nx.float_dtype(logits, p)), p))
 
 
 def policy_objective(logits, p, r, beta):

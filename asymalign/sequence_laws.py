@@ -45,7 +45,7 @@ from ._lattice import (  # noqa: F401  (_MIN_SCORE, _best_windows, _bucket, ... 
     _pad_tilts,
     default_num_tilts,
 )
-from ._validate import check_model, check_positive_int, is_concrete
+from ._validate import check_model, check_positive_int
 
 __all__ = [
     "RewardLaw",
@@ -53,7 +53,6 @@ __all__ = [
     "pushforward",
     "law_from_lattice",
     "law_from_types",
-    "check_law",
 ]
 
 # Relative tolerance for merging equal rewards / levels.
@@ -133,21 +132,8 @@ def _fingerprint(values, weights) -> str:
 
 
 def model_fingerprint(p, r) -> str:
-    """Fingerprint of the push-forward of ``p`` through ``r`` (for :func:`check_law`)."""
+    """Fingerprint of the push-forward of ``p`` through ``r`` (as ``RewardLaw.fingerprint``)."""
     return _fingerprint(*pushforward(p, r))
-
-
-def check_law(law, p=None, r=None, n=None, name: str = "law") -> None:
-    """Raise ``ValueError`` if ``law`` was not built for the model ``(p, r)`` / length ``n``."""
-    if not isinstance(law, RewardLaw):
-        raise ValueError(f"{name} must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
-    if n is not None and law.n != n:
-        raise ValueError(f"{name} was built for n = {law.n}, not n = {n}")
-    if p is not None and r is not None and law.fingerprint is not None:
-        if not is_concrete(p, r):
-            return
-        if model_fingerprint(p, r) != law.fingerprint:
-            raise ValueError(f"{name} was built from another model (p, r); rebuild it with reward_law(p, r, n)")
 
 
 # ---------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_cgf_via_renyi_cross_entropy(model, ut, ul):
         phi = np_tilt(p, r, lam)
         h = float(logsumexp(t * np.log(q_r[s]), b=phi[s])) / (-t)
         assert t * log_c - t * h == pytest.approx(psi, rel=1e-9, abs=scale)
-    q_r_pkg = np.asarray(aa.reward_distribution(p, r))
+    q_r_pkg = np.asarray(aa.reward_softmax(p, r))
     np.testing.assert_allclose(q_r_pkg[s], np.exp(r[s] - log_c), rtol=1e-13)
     assert np.all(q_r_pkg[~s] == 0)
 

@@ -407,22 +407,6 @@ def test_pushforward_merges_ties_and_drops_zeros(model):
     assert set(np.round(values, 9)) == set(np.round(r[p > 0], 9))
 
 
-def test_check_law_identifies_model_and_n():
-    p, r = np.array([0.2, 0.5, 0.3]), np.array([0.0, 1.0, 3.0])
-    law = aa.reward_law(p, r, 6)
-    perm = np.array([2, 0, 1])
-    aa.check_law(law, p[perm], r[perm], 6)  # same push-forward: accepted
-    aa.check_law(law, np.array([0.2, 0.5, 0.3, 0.0]), np.array([0.0, 1.0, 3.0, 9.0]), 6)  # zero letter
-    with pytest.raises(ValueError, match="law"):
-        aa.check_law(law, np.array([0.3, 0.4, 0.3]), r, 6)
-    with pytest.raises(ValueError, match="law"):
-        aa.check_law(law, p, np.array([0.0, 1.0, 2.0]), 6)
-    with pytest.raises(ValueError, match="n = 7"):
-        aa.check_law(law, p, r, 7)
-    with pytest.raises(ValueError, match="law"):
-        aa.check_law((law.levels, law.log_prob), p, r, 6)
-
-
 def test_near_tied_rewards_are_not_collapsed_onto_one_lattice_point():
     """Two rewards 1e-10 apart (distinct for the push-forward, equal within the
     lattice tolerance) must keep both letters' probability."""

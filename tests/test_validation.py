@@ -45,7 +45,7 @@ MODEL_FUNCS = {
     "scaled_cgf": lambda p, r: aa.scaled_cgf(p, r, 0.5, 0.1),
     "scaled_cumulants": lambda p, r: aa.scaled_cumulants(p, r, 2, 0.1),
     "rate_function": lambda p, r: aa.rate_function(p, r, 1.0, 0.1),
-    "reward_distribution": lambda p, r: aa.reward_distribution(p, r),
+    "reward_softmax": lambda p, r: aa.reward_softmax(p, r),
     "cgf_via_renyi_cross_entropy": lambda p, r: aa.cgf_via_renyi_cross_entropy(p, r, -2.0, 0.1),
     "cgf_via_renyi_divergence": lambda p, r: aa.cgf_via_renyi_divergence(p, r, -2.0, 0.1),
 }
@@ -186,3 +186,22 @@ def test_no_validation_inside_jit():
     assert np.shape(out) == ()
     out = jax.jit(aa.solve_lambda)(P, R, -1.0)
     assert np.shape(out) == ()
+
+
+def test_check_law_identifies_model_and_n():
+    """The validator behind every function that takes a prebuilt law."""
+    from asymalign._validate import check_law
+
+    p, r = np.array([0.2, 0.5, 0.3]), np.array([0.0, 1.0, 3.0])
+    law = aa.reward_law(p, r, 6)
+    perm = np.array([2, 0, 1])
+    check_law(law, p[perm], r[perm], 6)  # same push-forward: accepted
+    check_law(law, np.array([0.2, 0.5, 0.3, 0.0]), np.array([0.0, 1.0, 3.0, 9.0]), 6)  # zero letter
+    with pytest.raises(ValueError, match="law"):
+        check_law(law, np.array([0.3, 0.4, 0.3]), r, 6)
+    with pytest.raises(ValueError, match="law"):
+        check_law(law, p, np.array([0.0, 1.0, 2.0]), 6)
+    with pytest.raises(ValueError, match="n = 7"):
+        check_law(law, p, r, 7)
+    with pytest.raises(ValueError, match="law"):
+        check_law((law.levels, law.log_prob), p, r, 6)
