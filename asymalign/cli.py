@@ -180,7 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures/)")
     rep.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     _add_compile_cache_args(rep)
-    from ._sweep_cli import add_sweep_parser
+    from .sweep.cli import add_sweep_parser
 
     add_sweep_parser(sub)
     return parser

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -90,8 +91,7 @@ def _cmd(cfg, out, *args):
     return [
         sys.executable,
         "-m",
-        "asymalign._sweep_cli",
-        "sweep",
+        "asymalign.sweep",
         str(cfg),
         "--out",
         str(out),
@@ -204,7 +204,7 @@ def _bon_types(n, p, r, delta):
 
 
 def _bon(m, n, delta):
-    if m.kind == "linear":  # r = 0..k-1
+    if m.reward_family == "linear":  # r = 0..k-1
         return _bon_lattice(n, m.p, m.r, jnp.log(m.p), 0.0, 1.0, delta)
     if m.p.size == 2:  # two rewards r_lo < r_hi: r = r_lo + (r_hi - r_lo) m
         o = np.argsort(m.r)
@@ -301,7 +301,7 @@ def test_two_processes_match_one(work, reference_run):
 def test_changed_config_is_refused(work, reference_run):
     out = work / "changed"
     shutil.copytree(reference_run, out)
-    cfg = sweep.parse_config(sweep.tomllib.loads(CONFIG.replace("s = 1.2", "s = 1.3")))
+    cfg = sweep.parse_config(tomllib.loads(CONFIG.replace("s = 1.2", "s = 1.3")))
     with pytest.raises(sweep.SweepConfigError, match="different config.*--no-resume"):
         sweep.run_sweep(cfg, out, progress=False, compile_cache=False)
     # The same config resumes without computing anything.
@@ -361,7 +361,7 @@ def test_invalid_configs(tmp_path, text, message):
 
 def test_valid_config_forms():
     cfg = sweep.parse_config(
-        sweep.tomllib.loads(
+        tomllib.loads(
             BASE.replace("delta = [0.1]", "delta = { linspace = [0.0, 0.4, 5] }").replace(
                 "n = [4]", "n = { geomspace = [4, 64, 5] }"
             )
@@ -369,8 +369,9 @@ def test_valid_config_forms():
     )
     assert cfg.grid["delta"] == (0.0, 0.1, 0.2, 0.30000000000000004, 0.4)
     assert cfg.grid["n"] == (4, 8, 16, 32, 64)
-    # Without a quantities list every quantity the grid supports is computed.
-    assert cfg.quantities == tuple(sweep.QUANTITIES)
+    # Without a quantities list every quantity the grid and the reference kinds support is computed.
+    assert cfg.quantities == tuple(q for q, spec in sweep.QUANTITIES.items() if "iid" in spec.reference_kinds)
+    assert {"lambda_star", "bon_reward", "rate_function", "klrl_reward_n"} <= set(cfg.quantities)
     plan = sweep.make_plan(cfg, 7)
     assert plan.num_points == 5 * 5 and len(plan.chunks) == 5  # one unit (5 points) per chunk
 
@@ -379,7 +380,7 @@ def test_cli_reports_config_errors(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('quantities = ["nope"]\n' + BASE)
     proc = subprocess.run(
-        [sys.executable, "-m", "asymalign._sweep_cli", "sweep", str(path)],
+        [sys.executable, "-m", "asymalign.sweep", str(path)],
         env=_env(1),
         capture_output=True,
         text=True,
@@ -387,6 +388,7 @@ def test_cli_reports_config_errors(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 2
+    sweep.quantities.load_plugins()
     assert proc.stderr.strip().splitlines() == [
         "asymalign sweep: error: unknown quantity 'nope'; valid quantities: " + ", ".join(sweep.QUANTITIES)
     ]
