@@ -7,7 +7,10 @@ Markdown would show verbatim. Before mkdocstrings renders a docstring:
 * a ``.. math::`` block (inline content and/or the indented lines below it)
   becomes a display formula ``$$ … $$`` (MathJax through pymdownx.arithmatex);
 * ``:func:`~a.b.c``` becomes ```c``` and ``:mod:`a.b``` becomes ```a.b```
-  (plain code, never a link that could break the strict build).
+  (plain code, never a link that could break the strict build);
+* a doctest (``>>>`` lines and their output, up to a blank line) becomes a
+  ``pycon`` code block wherever it stands (Markdown would read ``>>>`` as nested
+  block quotes and ``[a]\n[b]`` output as a reference link).
 
 The docstrings themselves are not changed (``help()`` and doctests see the originals).
 """
@@ -40,7 +43,27 @@ def rst_to_markdown(text: str) -> str:
     lines = text.splitlines()
     out: list[str] = []
     i = 0
+    fence = None
     while i < len(lines):
+        stripped = lines[i].lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None:
+            if stripped.startswith(fence):
+                fence = None
+            out.append(lines[i])
+            i += 1
+            continue
+        if stripped.startswith(">>>"):  # a doctest: up to the next blank line, as a pycon code block
+            pad = lines[i][: len(lines[i]) - len(stripped)]
+            if out and out[-1].strip():
+                out.append("")
+            out.append(pad + "```pycon")
+            while i < len(lines) and lines[i].strip():
+                out.append(pad + lines[i][len(pad):] if lines[i].startswith(pad) else lines[i])
+                i += 1
+            out.append(pad + "```")
+            continue
         m = _MATH.match(lines[i])
         if not m:
             out.append(_ROLE.sub(_role, lines[i]))
@@ -71,5 +94,5 @@ class RstToMarkdown(griffe.Extension):
 
     def on_instance(self, *, node, obj, agent, **kwargs) -> None:  # noqa: D102
         doc = getattr(obj, "docstring", None)
-        if doc is not None and doc.value and (".. math::" in doc.value or ":`" in doc.value):
+        if doc is not None and doc.value and any(t in doc.value for t in (".. math::", ":`", ">>>")):
             doc.value = rst_to_markdown(doc.value)
