@@ -27,7 +27,6 @@ from .sequence_laws import (
     _host_thetas,
     _lattice_log_w,
     _pad_tilts,
-    pushforward,
 )
 
 # Each side of a window law leaves out tilted mass at most e^-_WINDOW_BOUND.
@@ -76,9 +75,12 @@ def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
 _window_jit = jax.jit(_best_windows, static_argnums=(1, 3, 5))
 
 
-def _window_law(p, r, n: int, lam_lo: float, lam_hi: float):
+def _window_law(values, weights, n: int, lam_lo: float, lam_hi: float):
     r"""The law of ``r_n`` only where the tilted laws ``φ_λ^n``, ``λ ∈ [λ_lo, λ_hi]``,
     put mass, for best-of-N at ``log N = nΔ`` with ``λ*(Δ)`` in that range.
+
+    ``values, weights``: the push-forward of ``p`` through ``r``
+    (:func:`~asymalign.pushforward`), computed once by the caller.
 
     Levels ``n x_lo <= s <= n x_hi`` (:func:`_chernoff_cutoffs`: each side
     leaves out tilted mass ``<= e^{-60}``) are computed exactly: the binomial
@@ -98,7 +100,6 @@ def _window_law(p, r, n: int, lam_lo: float, lam_hi: float):
     """
     if not (math.isfinite(lam_lo) and math.isfinite(lam_hi)):
         return None
-    values, weights = pushforward(p, r)
     k = values.size
     if k < 2:
         return None

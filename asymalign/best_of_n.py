@@ -18,9 +18,13 @@ log1p(P(s)/F(s-))`` computed directly, never as a difference of two huge
 numbers. Accumulating ``F`` from the bottom alone loses the upper tail once
 ``S < 1e-16``, exactly where best-of-N lives.
 
-All functions are pure, jittable and vmap-able (over stacked laws and over
-``log_n``). Equal levels in a law (as produced by
-:func:`~asymalign.law_from_types`) are treated as one level.
+These are the private kernels behind :func:`~asymalign.best_of_n` and the
+other level-law maps of :mod:`asymalign.levels` (THEORY.md §10–§12), and the
+one per-token best-of-N computation :func:`bon_vs_klrl_on_law` used by
+:func:`bon_vs_klrl`, the sweeps and the experiments. All kernels are pure,
+jittable and vmap-able (over stacked laws and over ``log N``). Equal levels in
+a law (as produced by :func:`~asymalign.law_from_types`) are treated as one
+level.
 """
 
 from __future__ import annotations
@@ -31,26 +35,21 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.typing
 import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
 from ._window_law import _window_law
-from .sequence_laws import RewardLaw, _bucket, check_law, reward_law
+from .sequence_laws import RewardLaw, _bucket, _fingerprint, pushforward, reward_law
 from .tilting import _moments, _prep, _solve_lambda_b
 
 __all__ = [
-    "bon_level_law",
-    "worst_of_n_level_law",
-    "tilted_level_law",
-    "level_kl",
-    "bon_reward",
-    "bon_kl",
-    "bon_win_rate",
     "bon_kl_bound",
     "BoNvsKLRL",
     "bon_vs_klrl",
+    "bon_vs_klrl_on_law",
 ]
 
 _LOG_HALF = -0.6931471805599453
@@ -162,71 +161,42 @@ def _bon_from_tails(t: _Tails, log_prob, log_n):
     return jnp.where(log_prob > -jnp.inf, log_group + share, -jnp.inf)
 
 
-def _law_args(law, log_n, name="law"):
-    if not isinstance(law, RewardLaw):
-        raise ValueError(f"{name} must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
-    check_real(log_n, "log_n")
-    check_nonneg(log_n, "log_n")
-    dt = law.log_prob.dtype
-    return law.levels, law.log_prob, jnp.asarray(log_n, dt)
+def _bon_log_law_worst(levels, log_prob, log_n):
+    """Worst-of-N: best-of-N of the mirrored law ``r -> -r`` (same log-space
+    accuracy in the lower tail)."""
+    return _bon_log_law(-levels[::-1], log_prob[::-1], log_n)[::-1]
 
 
-def _pad(levels, log_prob):
-    """Pad a law to its bucket with zero-probability copies of the top level.
+def _pad(levels, log_prob, length=None):
+    """Pad a law to ``length`` (default its bucket) with zero-probability copies of the top level.
 
     Equal levels are one level for every kernel here and ``-inf`` entries
     carry no mass, so padding changes no result; outputs are sliced back.
     """
-    length = levels.shape[-1]
-    extra = _bucket(length) - length
-    if extra == 0:
+    size = levels.shape[-1]
+    extra = (_bucket(size) if length is None else length) - size
+    if extra <= 0:
         return levels, log_prob
     top = jnp.broadcast_to(levels[..., -1:], levels.shape[:-1] + (extra,))
     fill = jnp.full(log_prob.shape[:-1] + (extra,), -jnp.inf, log_prob.dtype)
     return jnp.concatenate([levels, top], axis=-1), jnp.concatenate([log_prob, fill], axis=-1)
 
 
-_vec_bon = jax.jit(jnp.vectorize(_bon_log_law, signature="(l),(l),()->(l)"))
-
-
-def bon_level_law(law: RewardLaw, log_n):
-    r"""Log-law of the level chosen by best-of-N: ``log B_N(s)`` over ``law.levels``.
-
-    .. math:: B_N(s) = F(s)^N - F(s-)^N \qquad (\text{THEORY.md §6})
-
-    ``N`` is given by ``log_n = log N >= 0``; ``log_n = 0`` returns the
-    reference law and ``log_n -> inf`` concentrates on the top level. The law
-    of the chosen *sequence* is ``π_N(y) = p^n(y) B_N(s)/P_n(s)``. Batches over
-    stacked laws and over ``log_n`` by broadcasting.
-
-    >>> import asymalign as aa
-    >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 1)
-    >>> jnp.exp(aa.bon_level_law(law, jnp.log(2.0))).round(12).tolist()  # best of 2
-    [0.25, 0.75]
-    """
-    levels, log_prob, log_n = _law_args(law, log_n)
-    length = levels.shape[-1]
-    return _vec_bon(*_pad(levels, log_prob), log_n)[..., :length]
-
-
-def worst_of_n_level_law(law: RewardLaw, log_n):
-    r"""Log-law of the level chosen by worst-of-N (the jailbreak direction):
-
-    .. math:: W_N(s) = (1 - F(s-))^N - (1 - F(s))^N \qquad (\text{THEORY.md §6})
-
-    Computed as best-of-N of the mirrored law ``r -> -r``, so it inherits the
-    same log-space accuracy in the lower tail.
-    """
-    levels, log_prob, log_n = _law_args(law, log_n)
-    length = levels.shape[-1]
-    mirrored = _vec_bon(*_pad(-levels[..., ::-1], log_prob[..., ::-1]), log_n)[..., :length]
-    return mirrored[..., ::-1]
+def _pad_host(levels, log_prob):
+    """:func:`_pad` in NumPy, for a law held in host arrays (one device transfer)."""
+    extra = _bucket(levels.size) - levels.size
+    return (
+        np.concatenate([levels, np.full(extra, levels[-1])]),
+        np.concatenate([log_prob, np.full(extra, -np.inf)]),
+    )
 
 
 def _tilted(levels, log_prob, lam, skip_first=False):
-    """Tilted log-law normalised over the law's entries (all but the first
-    when ``skip_first``: a lumped level of a window law, whose level stands in
-    for all the mass below it and so has no meaningful tilted weight)."""
+    """Log-law of the levels under ``φ_λ^n``: ``log P_n(s) + λ s - n Λ(λ)``,
+    normalised over the law's entries (all but the first when ``skip_first``:
+    a lumped level of a window law, whose level stands in for all the mass
+    below it and so has no meaningful tilted weight). ``λ = ±inf`` puts all
+    mass on the top/bottom level."""
     top = jnp.max(jnp.where(log_prob > -jnp.inf, levels, -jnp.inf))
     bot = jnp.min(jnp.where(log_prob > -jnp.inf, levels, jnp.inf))
     c = jnp.where(lam >= 0, top, bot)
@@ -238,26 +208,8 @@ def _tilted(levels, log_prob, lam, skip_first=False):
     return z - logsumexp(jnp.where(first & skip_first, -jnp.inf, z))
 
 
-_vec_tilted = jax.jit(jnp.vectorize(_tilted, signature="(l),(l),()->(l)"))
-
-
-def tilted_level_law(law: RewardLaw, lam):
-    r"""Log-law of the levels under the tilted product model ``φ_λ^n`` (THEORY.md §6).
-
-    .. math:: \log φ_λ^n(r_n = s) = \log P_n(s) + λ s - n Λ(λ)
-
-    with ``n Λ(λ)`` computed from the law itself (so the result is normalised
-    exactly). ``λ = ±inf`` puts all mass on the top/bottom level.
-    """
-    if not isinstance(law, RewardLaw):
-        raise ValueError(f"law must be a RewardLaw, got {type(law).__name__}")
-    check_real(lam, "lam", allow_inf=True)
-    length = law.levels.shape[-1]
-    lam = jnp.asarray(lam, law.log_prob.dtype)
-    return _vec_tilted(*_pad(law.levels, law.log_prob), lam)[..., :length]
-
-
 def _level_kl(log_q, log_p):
+    """``Σ_s Q(s) log(Q(s)/P(s))``; ``+inf`` when ``Q`` puts mass where ``P`` has none."""
     q = jnp.exp(log_q)
     on = log_q > -jnp.inf
     bad = jnp.any(on & (log_p == -jnp.inf), axis=-1)
@@ -265,75 +217,34 @@ def _level_kl(log_q, log_p):
     return jnp.where(bad, jnp.inf, jnp.sum(jnp.where(on, q * diff, 0.0), axis=-1))
 
 
-def level_kl(log_q, log_p):
-    r"""``KL(Q || P) = Σ_s Q(s) log(Q(s)/P(s))`` for two laws on the same levels.
-
-    Every model of THEORY.md §6 is a function of the level times ``p^n``, so
-    sequence-level KLs reduce to the levels: ``KL(π_N||p^n) =
-    level_kl(bon_level_law(law, log_n), law.log_prob)`` and ``KL(π_N||φ_λ^n) =
-    level_kl(bon_level_law(...), tilted_level_law(law, λ))``. ``+inf`` when
-    ``Q`` puts mass where ``P`` has none.
-    """
-    if np.shape(log_q)[-1:] != np.shape(log_p)[-1:]:
-        raise ValueError(
-            f"log_q and log_p must be over the same levels, got lengths {np.shape(log_q)[-1]} and {np.shape(log_p)[-1]}"
-        )
-    dt = nx.float_dtype(log_q, log_p)
-    return _level_kl(jnp.asarray(log_q, dt), jnp.asarray(log_p, dt))
-
-
-def bon_reward(law: RewardLaw, log_n):
-    r"""Expected total reward of best-of-N, ``E_{π_N}[r_n] = Σ_s B_N(s) s`` (§6).
-
-    Divide by ``law.n`` for the per-token reward.
-    """
-    return jnp.sum(jnp.exp(bon_level_law(law, log_n)) * law.levels, axis=-1)
-
-
-def bon_kl(law: RewardLaw, log_n):
-    r"""``KL(π_N || p^n) = Σ_s B_N(s) log(B_N(s) / P_n(s))`` (THEORY.md §6).
-
-    At most :func:`bon_kl_bound` ``= log N - (N-1)/N``, with equality only in
-    the limit of no ties.
-    """
-    return _level_kl(bon_level_law(law, log_n), law.log_prob)
-
-
-def _win_rate(levels, log_prob, log_n):
-    t = _tails(levels, log_prob)
-    return _win_from_tails(t, _bon_from_tails(t, log_prob, log_n))
-
-
-def _win_from_tails(t: _Tails, log_b):
+def _win_from_tails(t: _Tails, log_a):
+    """``Σ_s a(s) [B(s-) + b(s)/2]`` with ``t`` the tails of ``b`` (THEORY.md §10)."""
     half_p = t.log_pg + _LOG_HALF
-    log_win = logsumexp(log_b + jnp.logaddexp(t.log_f_prev, half_p))
-    log_loss = logsumexp(log_b + jnp.logaddexp(t.log_s, half_p))
+    log_win = logsumexp(log_a + jnp.logaddexp(t.log_f_prev, half_p))
+    log_loss = logsumexp(log_a + jnp.logaddexp(t.log_s, half_p))
     # Report whichever complement is computed with relative accuracy.
     return jnp.where(log_loss < _LOG_HALF, -jnp.expm1(log_loss), jnp.exp(log_win))
 
 
-_vec_win = jax.jit(jnp.vectorize(_win_rate, signature="(l),(l),()->()"))
+def bon_kl_bound(log_num_samples: jax.typing.ArrayLike) -> jax.Array:
+    r"""The widely quoted ``log N - (N-1)/N`` (an upper bound on ``KL(π_N||p^n)``, THEORY.md §6).
 
+    Equality holds only in the limit of no ties (Beirami et al. 2024,
+    "Theoretical guarantees on the best-of-n alignment policy").
 
-def bon_win_rate(law: RewardLaw, log_n):
-    r"""Win rate of best-of-N against the reference (THEORY.md §6):
+    Args:
+      log_num_samples: ``log N >= 0``.
 
-    .. math:: P(r(Y_N) > r(Y')) + \tfrac12 P(r(Y_N) = r(Y')),
-              \quad Y' \sim p^n \text{ independent}
-              \;=\; \sum_s B_N(s)\,[F(s-) + \tfrac12 P_n(s)],
+    Returns:
+      ``log N - (N-1)/N``.
 
-    which is ``N/(N+1)`` in the limit of no ties. Near 1 it is computed as
-    ``1 - Σ_s B_N(s)[S(s) + ½ P_n(s)]`` to keep relative accuracy of the loss.
+    >>> import asymalign as aa
+    >>> round(float(aa.bon_kl_bound(0.0)), 12)
+    0.0
     """
-    levels, log_prob, log_n = _law_args(law, log_n)
-    return _vec_win(*_pad(levels, log_prob), log_n)
-
-
-def bon_kl_bound(log_n):
-    r"""The widely quoted ``log N - (N-1)/N`` (an upper bound on ``KL(π_N||p^n)``, §6)."""
-    check_real(log_n, "log_n")
-    check_nonneg(log_n, "log_n")
-    log_n = jnp.asarray(log_n, nx.float_dtype(log_n))
+    check_real(log_num_samples, "log_num_samples")
+    check_nonneg(log_num_samples, "log_num_samples")
+    log_n = jnp.asarray(log_num_samples, nx.float_dtype(log_num_samples))
     return log_n + jnp.expm1(-log_n)
 
 
@@ -362,7 +273,7 @@ class BoNvsKLRL(NamedTuple):
 @jax.jit
 @functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
 def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
-    """Jitted core of :func:`bon_vs_klrl`; ``n`` is a traced number, so one
+    """Jitted core of :func:`bon_vs_klrl_on_law`; ``n`` is a traced number, so one
     compilation serves every ``n`` whose law falls in the same length bucket.
     ``lumped``: the first entry is a window law's lump (see :func:`_tilted`)."""
     log_n = n * delta
@@ -375,44 +286,82 @@ def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
     return lam, rl_reward, reward, kl_ref, kl_tilt, win
 
 
+def bon_vs_klrl_on_law(
+    law: RewardLaw,
+    delta: jax.typing.ArrayLike,
+    lam: jax.typing.ArrayLike,
+    rl_reward: jax.typing.ArrayLike,
+    *,
+    lumped: bool = False,
+) -> BoNvsKLRL:
+    r"""Per-token exact best-of-N at ``log N = nΔ`` on a given law, next to the tilt ``φ_λ``.
+
+    The one best-of-N computation behind :func:`bon_vs_klrl`, the sweeps and
+    the experiments (THEORY.md §6, §10): with ``B_N`` the best-of-N level law
+    (:func:`~asymalign.best_of_n`),
+
+    .. math:: \text{bon\_reward} = \tfrac1n \sum_s B_N(s)\, s, \quad
+              \text{bon\_kl} = \tfrac1n KL(B_N \| P_n), \quad
+              \text{bon\_kl\_to\_tilt} = \tfrac1n KL(B_N \| φ_λ^n),
+
+    and the win rate ``Σ_s B_N(s)[F(s-) + P_n(s)/2]``. The law is padded to its
+    length bucket, so the jitted kernel compiles once per bucket for every
+    ``n`` (``n`` is traced). Batches over ``delta``, ``lam``, ``rl_reward`` and
+    stacked laws by broadcasting. ``lam`` and ``rl_reward`` are passed through
+    (usually ``solve_lambda(p, r, delta)`` and ``kl_rl(p, r, delta).reward``).
+
+    Args:
+      law: a :class:`~asymalign.RewardLaw` of ``r_n`` (a full law, or a window
+        law whose first entry is a lump when ``lumped``).
+      delta: per-token budget ``Δ >= 0``; ``log N = nΔ``.
+      lam: the tilt ``λ`` compared with (``±inf`` allowed).
+      rl_reward: the KL-RL reward per token, returned as is.
+      lumped: the first entry of ``law`` lumps all the mass below a window.
+
+    Returns:
+      :class:`BoNvsKLRL`.
+
+    >>> import asymalign as aa
+    >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 1)
+    >>> res = aa.bon_vs_klrl_on_law(law, jnp.log(2.0), 1.0, 0.5)  # best of 2
+    >>> round(float(res.bon_reward), 12), round(float(res.win_rate), 12)
+    (0.75, 0.625)
+    """
+    if not isinstance(law, RewardLaw):
+        raise ValueError(f"law must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
+    check_real(delta, "delta", allow_inf=True)
+    check_nonneg(delta, "delta")
+    check_real(lam, "lam", allow_inf=True)
+    dt = law.log_prob.dtype
+    n = jnp.asarray(law.n, dt)
+    if isinstance(law.levels, np.ndarray) and isinstance(law.log_prob, np.ndarray):
+        levels, log_prob = _pad_host(law.levels, law.log_prob)
+    else:
+        levels, log_prob = _pad(law.levels, law.log_prob)
+    args = (jnp.asarray(delta, dt), jnp.asarray(lam, dt), jnp.asarray(rl_reward, dt))
+    return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, jnp.asarray(lumped)))
+
+
 @jax.jit
 def _klrl_part(p, r, delta):
     lam = _solve_lambda_b(p, r, delta)
     return lam, _moments(p, r, lam)[0]
 
 
-def _bon_vs_klrl(p, r, law, delta, lumped=False, klrl=None):
-    n = jnp.asarray(law.n, law.log_prob.dtype)
-    lam, rl_reward = _klrl_part(p, r, delta) if klrl is None else klrl
-    levels, log_prob = _pad_host(law) if isinstance(law.levels, np.ndarray) else _pad(law.levels, law.log_prob)
-    return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, jnp.asarray(lumped)))
-
-
-def _pad_host(law):
-    """:func:`_pad` in NumPy, for a law held in host arrays."""
-    extra = _bucket(law.levels.size) - law.levels.size
-    return (
-        np.concatenate([law.levels, np.full(extra, law.levels[-1])]),
-        np.concatenate([law.log_prob, np.full(extra, -np.inf)]),
-    )
-
-
-def _bon_window(p, r, n: int, delta, lam=None):
-    """The window law (:func:`~asymalign.sequence_laws._window_law`, in host
-    arrays) covering every ``λ*(Δ)`` of the batch ``delta`` (``lam``, solved
-    here if not given), or ``None`` when it does not apply or its lumped
-    level would carry best-of-N mass ``F(lump)^N > 1e-15`` (checked for the
-    smallest ``N``; ``F(lump) = 1 - P(window)`` is itself only known to
-    rounding, so no smaller bound can be checked)."""
+def _bon_window(values, weights, n: int, delta, lam):
+    """The window law (:func:`~asymalign._window_law._window_law`, in host
+    arrays) covering every ``λ*(Δ)`` of the batch ``delta``, or ``None`` when
+    it does not apply or its lumped level would carry best-of-N mass
+    ``F(lump)^N > 1e-15`` (checked for the smallest ``N``; ``F(lump) = 1 -
+    P(window)`` is itself only known to rounding, so no smaller bound can be
+    checked). ``values, weights``: the push-forward of the model."""
     delta = np.asarray(delta, np.float64)
     if delta.size == 0 or not np.all(np.isfinite(delta)):
         return None
-    if lam is None:
-        lam = _klrl_part(*_prep(p, r, delta.reshape(-1)))[0]
     lam = np.asarray(lam)
     if not np.all(np.isfinite(lam)):
         return None
-    found = _window_law(p, r, n, float(lam.min()), float(lam.max()))
+    found = _window_law(values, weights, n, float(lam.min()), float(lam.max()))
     if found is None:
         return None
     law, lumped = found
@@ -428,7 +377,14 @@ def _bon_window(p, r, n: int, delta, lam=None):
     return law, lumped
 
 
-def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKLRL:
+def bon_vs_klrl(
+    p: jax.typing.ArrayLike,
+    r: jax.typing.ArrayLike,
+    n: int,
+    delta: jax.typing.ArrayLike,
+    *,
+    law: RewardLaw | None = None,
+) -> BoNvsKLRL:
     r"""Exact best-of-N with ``N = e^{nΔ}`` next to the KL-RL solution with budget Δ.
 
     THEORY.md §6 (asymptotic equivalence): as ``n -> inf`` with
@@ -437,16 +393,28 @@ def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKL
     ``p, r, n``) is built if not given; passing it makes the call jittable in
     ``delta`` (and in ``p``, ``r`` for jittable laws).
 
-    Without ``law`` (and for two rewards or lattice rewards), only the levels
-    where best-of-N can have mass are computed: those where the tilted laws
-    ``φ_{λ*}^n`` of the batch of Δ leave out at most ``e^{-60}`` on either
-    side (Chernoff), with all the mass below lumped into one level so that
-    ``F`` and ``S`` stay exact there. Above the tilted mean ``B_N(s) <= N
-    P_n(s) <= φ_{λ*}^n(s)``, so best-of-N loses at most ``e^{-60}`` above; the
-    lump is used only if it carries best-of-N mass ``F^N <= 1e-15``, else the
-    full law is built. This makes large ``n`` cheap (``O(√n log n)`` levels
-    and work instead of ``O(n)``); the results agree with the full law to
-    ~1e-12 relative.
+    One road: validate, push ``p`` forward through ``r`` once (concrete
+    inputs), solve ``λ*`` once, build the law (window or full) once, then
+    :func:`bon_vs_klrl_on_law`. Without ``law`` (and for two rewards or
+    lattice rewards), only the levels where best-of-N can have mass are
+    computed: those where the tilted laws ``φ_{λ*}^n`` of the batch of Δ
+    leave out at most ``e^{-60}`` on either side (Chernoff), with all the
+    mass below lumped into one level so that ``F`` and ``S`` stay exact there.
+    Above the tilted mean ``B_N(s) <= N P_n(s) <= φ_{λ*}^n(s)``, so best-of-N
+    loses at most ``e^{-60}`` above; the lump is used only if it carries
+    best-of-N mass ``F^N <= 1e-15``, else the full law is built. This makes
+    large ``n`` cheap (``O(√n log n)`` levels and work instead of ``O(n)``);
+    the results agree with the full law to ~1e-12 relative.
+
+    Args:
+      p: reference probabilities, shape ``(k,)``.
+      r: per-token rewards, shape ``(k,)``.
+      n: sequence length.
+      delta: per-token budget(s) ``Δ >= 0``.
+      law: optional exact law of ``r_n`` for this model and ``n``.
+
+    Returns:
+      :class:`BoNvsKLRL` (per token).
 
     >>> import asymalign as aa
     >>> res = aa.bon_vs_klrl([0.7, 0.3], [0.0, 1.0], 256, 0.2)
@@ -456,14 +424,23 @@ def bon_vs_klrl(p, r, n: int, delta, *, law: RewardLaw | None = None) -> BoNvsKL
     n = check_positive_int(n, "n")
     check_model(p, r)
     check_nonneg(delta, "delta")
-    if law is not None:
-        check_law(law, p, r, n)
-        p, r, delta = _prep(p, r, delta)
-        return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype))
     concrete = is_concrete(p, r, delta)
-    p_in, r_in, delta_in = p, r, delta
+    pushed = pushforward(p, r) if is_concrete(p, r) else None
+    if law is not None:
+        if not isinstance(law, RewardLaw):
+            raise ValueError(f"law must be a RewardLaw (from asymalign.reward_law), got {type(law).__name__}")
+        if law.n != n:
+            raise ValueError(f"law was built for n = {law.n}, not n = {n}")
+        if pushed is not None and law.fingerprint is not None and _fingerprint(*pushed) != law.fingerprint:
+            raise ValueError("law was built from another model (p, r); rebuild it with reward_law(p, r, n)")
     p, r, delta = _prep(p, r, delta)
-    klrl = _klrl_part(p, r, delta)
-    window = _bon_window(p_in, r_in, n, delta_in, klrl[0]) if concrete else None
-    law, lumped = window if window is not None else (reward_law(p_in, r_in, n), False)
-    return _bon_vs_klrl(p, r, law, jnp.asarray(delta, law.log_prob.dtype), lumped, klrl)
+    lam, rl_reward = _klrl_part(p, r, delta)
+    lumped = False
+    if law is None:
+        window = _bon_window(*pushed, n, delta, lam) if concrete else None
+        if window is not None:
+            law, lumped = window
+        else:
+            # reward_law of the push-forward is the law of (p, r) (push-forward is idempotent).
+            law = reward_law(pushed[1], pushed[0], n) if pushed is not None else reward_law(p, r, n)
+    return bon_vs_klrl_on_law(law, delta, lam, rl_reward, lumped=lumped)
