@@ -41,9 +41,9 @@ def cases(dt):
         "scaled_cumulants": aa.scaled_cumulants(P, R, 4),
         "renyi_cross_entropy": aa.renyi_cross_entropy(P, jnp.flip(P, -1), jnp.asarray(2.0, dt)),
         "lattice_law_n1024": law.log_prob,
-        "bon_reward": aa.bon_reward(law, jnp.asarray(1024 * 0.2, dt)) / 1024,
-        "bon_kl": aa.bon_kl(law, jnp.asarray(1024 * 0.2, dt)) / 1024,
-        "bon_win_rate": aa.bon_win_rate(law, jnp.asarray(1024 * 0.2, dt)),
+        "bon_reward": aa.law_mean(aa.best_of_n(law, jnp.asarray(1024 * 0.2, dt))) / 1024,
+        "bon_kl": aa.law_kl(aa.best_of_n(law, jnp.asarray(1024 * 0.2, dt)), law) / 1024,
+        "bon_win_rate": aa.win_rate(aa.best_of_n(law, jnp.asarray(1024 * 0.2, dt)), law),
     }
     res = aa.bon_vs_klrl(p3, r3, 4096, jnp.asarray(0.2, dt))  # the window-law path
     out["bon_vs_klrl_reward"] = res.bon_reward

@@ -1,4 +1,4 @@
-"""Shared pieces of the experiments: the plotted-data table and the result type."""
+"""Shared pieces of the experiments: the plotted-data table, the result type, memoised laws."""
 
 from __future__ import annotations
 
@@ -123,11 +123,10 @@ def tex(s: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# exact best-of-N per token, with laws padded to a fixed length
+# exact laws, memoised (experiments share models)
 # ---------------------------------------------------------------------------
 
 _LAWS: dict = {}
-PAD_LENGTH = 16384
 
 
 def reward_law(p, r, n: int):
@@ -138,55 +137,3 @@ def reward_law(p, r, n: int):
     if key not in _LAWS:
         _LAWS[key] = aa.reward_law(p, r, n)
     return _LAWS[key]
-
-
-def padded_law(p, r, n: int, length: int | None = None):
-    """The exact law of ``r_n``, padded with unreachable levels to a fixed length.
-
-    Unreachable levels (``log_prob = -inf``, placed above the top level) do not
-    change any best-of-N quantity, and a common length lets every jitted
-    best-of-N function compile once for all ``n`` instead of once per ``n``.
-    """
-    import jax.numpy as jnp
-
-    import asymalign as aa
-
-    law = reward_law(p, r, n)
-    size = law.levels.shape[0]
-    if length is None:
-        length = max(PAD_LENGTH, 1 << (size - 1).bit_length())
-    if size >= length:
-        return law
-    lev = np.asarray(law.levels)
-    step = (lev[-1] - lev[0]) / (size - 1) if size > 1 else 1.0
-    extra = lev[-1] + step * np.arange(1, length - size + 1)
-    return aa.RewardLaw(
-        jnp.asarray(np.concatenate([lev, extra])),
-        jnp.concatenate([law.log_prob, jnp.full(length - size, -jnp.inf, law.log_prob.dtype)]),
-        law.n,
-    )
-
-
-class BoNPerToken(NamedTuple):
-    """Exact best-of-N at ``log N`` against the tilt ``φ_λ``, per token."""
-
-    reward: np.ndarray  # E_{π_N}[r_n] / n
-    kl: np.ndarray  # KL(π_N || p^n) / n
-    kl_to_tilt: np.ndarray  # KL(π_N || φ_λ^n) / n
-    win_rate: np.ndarray
-
-
-def bon_per_token(p, r, n: int, log_n, lam) -> BoNPerToken:
-    """Per-token best-of-N numbers from the public API (``bon_*``, ``level_kl``)."""
-    import jax.numpy as jnp
-
-    import asymalign as aa
-
-    law = padded_law(p, r, n)
-    log_n = jnp.asarray(log_n, jnp.float64)
-    log_b = aa.bon_level_law(law, log_n)
-    rew = np.asarray(jnp.sum(jnp.exp(log_b) * law.levels, axis=-1)) / n
-    kl = np.asarray(aa.level_kl(log_b, law.log_prob)) / n
-    klt = np.asarray(aa.level_kl(log_b, aa.tilted_level_law(law, jnp.asarray(lam, jnp.float64)))) / n
-    win = np.asarray(aa.bon_win_rate(law, log_n))
-    return BoNPerToken(rew, kl, klt, win)

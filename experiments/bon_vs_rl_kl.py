@@ -1,8 +1,8 @@
 """Best-of-N and the KL-RL tilt become indistinguishable per token (THEORY.md §6).
 
 With ``log N = nΔ``, ``KL(π_N || φ_{λ*}^n)/n -> 0`` as ``n -> ∞``. Exact lines
-come from the level laws (``bon_level_law``, ``tilted_level_law``,
-``level_kl``); Monte-Carlo points average the exact log-density ratio
+come from the level laws (``best_of_n``, ``level_tilt``,
+``law_kl``); Monte-Carlo points average the exact log-density ratio
 ``log π_N(y)/φ_{λ*}^n(y)`` over best-of-N draws simulated by
 ``simulate_bon`` (at the integer ``N = round(e^{nΔ})``, whose exact value is
 shown as open markers). The un-normalised KL keeps growing, roughly like
@@ -17,7 +17,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, bon_per_token, new_figure, padded_law
+from ._common import COLORS, Result, Table, new_figure, reward_law
 
 NAME = "bon_vs_rl_kl"
 
@@ -31,7 +31,7 @@ def compute(key, *, quick: bool = False) -> Result:
     max_tokens_per_trial = 2000
     fit_from = 32 if quick else 256
     lam = aa.solve_lambda(p, r, deltas)
-    kl_tilt = np.stack([bon_per_token(p, r, n, n * deltas, lam).kl_to_tilt for n in ns])  # (n, Δ)
+    kl_tilt = np.stack([np.asarray(aa.bon_vs_klrl(p, r, n, deltas).bon_kl_to_tilt) for n in ns])  # (n, Δ)
     t = Table()
     nn = np.array(ns, float)
     slopes, mc_rows = {}, []
@@ -50,13 +50,14 @@ def compute(key, *, quick: bool = False) -> Result:
             num = max(1, int(round(float(np.exp(n * d)))))
             if num * n > max_tokens_per_trial:
                 continue
-            law = padded_law(p, r, n)
-            log_b = aa.bon_level_law(law, jnp.log(float(num)))
-            g = np.asarray(log_b - aa.tilted_level_law(law, lam[j]))  # log π_N/φ^n at each level
+            law = aa.pad_law(reward_law(p, r, n))
+            bon = aa.best_of_n(law, jnp.log(float(num)))
+            tilted = aa.level_tilt(law, law.levels, 1.0 / lam[j])  # φ_λ^n on the levels
+            g = np.asarray(bon.log_prob - tilted.log_prob)  # log π_N/φ^n at each level
             sim = aa.simulate_bon(keys[i, j], p, r, n, num, trials)
             idx = np.searchsorted(np.asarray(law.levels), np.asarray(sim.rewards))
             est = aa.mc_mean(jnp.asarray(g[idx] / n))
-            exact_int = float(aa.level_kl(log_b, aa.tilted_level_law(law, lam[j]))) / n
+            exact_int = float(aa.law_kl(bon, tilted)) / n
             xs.append(n)
             ys.append(float(est.mean))
             es.append(float(est.stderr))

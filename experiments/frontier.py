@@ -14,7 +14,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, bon_per_token, new_figure
+from ._common import COLORS, Result, Table, new_figure
 
 NAME = "frontier"
 
@@ -39,8 +39,8 @@ def compute(key, *, quick: bool = False) -> Result:
         deltas = jnp.asarray(np.linspace(0.02, 0.9, 12) * dmax)
         gaps[label] = {}
         for n in ns:
-            res = bon_per_token(p, r, n, n * deltas, aa.solve_lambda(p, r, deltas))
-            kl_n, rew_n = res.kl, res.reward
+            res = aa.bon_vs_klrl(p, r, n, deltas)
+            kl_n, rew_n = np.asarray(res.bon_kl), np.asarray(res.bon_reward)
             t.add(label, f"best-of-N, n = {n}", kl_n, rew_n)
             curve_at = np.asarray(aa.kl_rl(p, r, np.minimum(kl_n, 0.999999 * dmax)).reward)
             gaps[label][str(n)] = float(np.max(curve_at - rew_n))

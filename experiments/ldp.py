@@ -1,7 +1,7 @@
 """Large deviations of the reward: exact finite-n tail exponents converge to I_λ (THEORY.md §5).
 
 Under ``φ_λ^n``, ``R_n = r_n/n``. The exact law of ``r_n`` (``reward_law``,
-tilted by ``tilted_level_law``) gives ``-(1/n) log P(R_n >= x)`` above the
+tilted by ``level_tilt``) gives ``-(1/n) log P(R_n >= x)`` above the
 mean and ``-(1/n) log P(R_n <= x)`` below it; both converge to the Cramér
 rate function ``I_λ(x)``, shown from its KL form (``rate_function``) and from
 a numerical Legendre transform of ``ψ_λ(t) = Λ(λ+t) - Λ(λ)``.
@@ -22,7 +22,8 @@ NAME = "ldp"
 def tail_exponents(p, r, lam, n, x):
     """``-(1/n) log P(R_n >= x)`` for ``x >`` mean, ``-(1/n) log P(R_n <= x)`` below, under φ_λ^n."""
     law = reward_law(p, r, n)
-    logp = np.asarray(aa.tilted_level_law(law, lam))
+    lam = float(lam)  # φ_λ^n on the levels: score sign(λ)·s, temperature 1/|λ|
+    logp = np.asarray(aa.level_tilt(law, np.sign(lam) * law.levels, 1.0 / abs(lam) if lam else np.inf).log_prob)
     lev = np.asarray(law.levels)
     up = np.logaddexp.accumulate(logp[::-1])[::-1]  # log P(r_n >= levels[i])
     lo = np.logaddexp.accumulate(logp)  # log P(r_n <= levels[i])
