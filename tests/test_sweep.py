@@ -267,35 +267,84 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(work, reference_run):
-    out = work / "two"
+def _two_processes(work, out, *extra, delay=None):
+    """Start the two processes of one local two-process sweep."""
     port = _free_port()
-    procs = [
+    env = _env(1) if delay is None else _env(1, ASYMALIGN_SWEEP_TEST_DELAY_S=str(delay))
+    return [
         subprocess.Popen(
             _cmd(
                 work / "t.toml",
                 out,
-                "--no-compile-cache",
+                "--compile-cache",
+                str(work / "cache-2p"),
                 "--coordinator",
-                f"localhost:{port}",
+                f"127.0.0.1:{port}",
                 "--num-processes",
                 "2",
                 "--process-id",
                 str(i),
+                *extra,
             ),
-            env=_env(1),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
-    for pr in procs:
+
+
+@pytest.fixture(scope="module")
+def two_process_run(work):
+    out = work / "two"
+    for pr in _two_processes(work, out):
         _, err = pr.communicate(timeout=300)
         assert pr.returncode == 0, err[-3000:]
-    meta = json.loads((out / "meta.json").read_text())
+    return out
+
+
+def test_two_processes_match_one(two_process_run, reference_run):
+    meta = json.loads((two_process_run / "meta.json").read_text())
     assert meta["devices"]["process_count"] == 2 and meta["devices"]["device_count"] == 2
-    _assert_same(_results(out), _results(reference_run), tol=1e-12)
+    _assert_same(_results(two_process_run), _results(reference_run), tol=1e-12)
+
+
+def test_dead_process_stops_the_other_and_rerun_resumes(work, two_process_run):
+    """SIGKILL one process of a two-process sweep after its first chunk: the
+    survivor exits with status 3 and a one-line error (bounded by
+    --distributed-timeout), the finished chunks stay, and rerunning the same
+    command resumes and gives the results of an uninterrupted run exactly."""
+    out = work / "dead"
+    timeout = 10
+    procs = _two_processes(work, out, "--distributed-timeout", str(timeout), delay=1.0)
+    chunks = out / "chunks"
+    deadline = time.time() + 240
+    while time.time() < deadline and all(pr.poll() is None for pr in procs):
+        if chunks.is_dir() and any(f.suffix == ".npz" for f in chunks.iterdir()):
+            break
+        time.sleep(0.05)
+    assert all(pr.poll() is None for pr in procs), "a process ended before it could be killed"
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].communicate()
+    # The survivor must stop on its own: a generous bound (the timeout plus
+    # start-up slack on a busy machine), not a timing measurement.
+    _, err = procs[0].communicate(timeout=timeout + 60)
+    assert procs[0].returncode == 3, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("asymalign sweep: error:")]
+    assert len(lines) == 1, err[-3000:]
+    assert "another process of this sweep died or stopped answering" in lines[0]
+    assert "rerun the same command to resume" in lines[0]
+    done = [f for f in chunks.iterdir() if f.suffix == ".npz"]
+    assert 1 <= len(done) < 5
+    assert not (out / "results.csv").exists()
+    for pr in _two_processes(work, out, "--distributed-timeout", str(timeout)):
+        so, err = pr.communicate(timeout=300)
+        assert pr.returncode == 0, err[-3000:]
+        if "resumed" in so:
+            assert " 0 resumed" not in so
+    assert (out / "results.csv").read_bytes() == (two_process_run / "results.csv").read_bytes()
+    _assert_same(_results(out), _results(two_process_run))
 
 
 def test_changed_config_is_refused(work, reference_run):
