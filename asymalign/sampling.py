@@ -8,7 +8,7 @@ computed in float64 on the host), i.e. ``p`` rounded to a resolution of
 :func:`make_sampler`:
 
 - **Groups** (``p`` concrete, ``k <= 2^12``): tokens are drawn ``m`` at a time,
-  one uint32 word of ``jax.random.bits`` per group of ``m`` consecutive tokens
+  one uint32 word (:func:`random_words`) per group of ``m`` consecutive tokens
   of a sequence, ``m = min(n, ⌊12 / log2 k⌋)`` (``k^m <= 2^12``; ``m = 4`` for
   ``k = 8``). The ``k^m`` groups have integer masses ``C`` summing to ``2^32``,
   built by rounding the product law ``Π_i c_{y_i} / 2^{32(m-1)}`` (first half
@@ -38,6 +38,7 @@ probability exactly ``C / 2^32``. Tables are built on the host and cached.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -83,9 +84,24 @@ def _tokens_from_bits(bits, thresholds, last):
     return jnp.minimum(tok, last)
 
 
+def random_words(key, shape) -> jax.Array:
+    """``shape`` i.i.d. uniform uint32 words from ``key``.
+
+    With x64 enabled they are the low and high halves of ``⌈size/2⌉`` uint64
+    words of ``jax.random.bits`` (one threefry hash gives 64 bits: twice the
+    words per hash of 32-bit draws on CPU), else ``jax.random.bits`` uint32.
+    """
+    size = math.prod(shape)
+    if not jax.config.jax_enable_x64 or size < 2:
+        return jax.random.bits(key, shape, jnp.uint32)
+    wide = jax.random.bits(key, ((size + 1) // 2,), jnp.uint64)
+    halves = jnp.concatenate([wide.astype(jnp.uint32), (wide >> 32).astype(jnp.uint32)])
+    return halves[:size].reshape(shape)
+
+
 def _draw_tokens(key, thresholds, last, shape):
     """``shape`` i.i.d. tokens from ``p`` (see the module docstring)."""
-    return _tokens_from_bits(jax.random.bits(key, shape, jnp.uint32), thresholds, last)
+    return _tokens_from_bits(random_words(key, shape), thresholds, last)
 
 
 class _Alias(NamedTuple):
@@ -209,7 +225,7 @@ def _group_values(score, k: int, m: int, size: int, length: int):
 
 def _group_tokens(cells, k: int, m: int, n: int):
     """Tokens of a sequence from its group cells ``(..., G)``: base-``k`` digits, first ``n`` kept."""
-    powers = k ** jnp.arange(m - 1, -1, -1, dtype=jnp.int32)
+    powers = (k ** jnp.arange(m - 1, -1, -1, dtype=jnp.int32)).reshape((1,) * cells.ndim + (m,))
     tok = (cells[..., None] // powers) % k
     return tok.reshape(*cells.shape[:-1], -1)[..., :n].astype(jnp.int32)
 

@@ -54,7 +54,7 @@ import numpy as np
 
 from . import _numerics as nx
 from ._validate import check_model, check_nonneg, check_positive_int, check_reward, is_concrete
-from .sampling import _alias_split, _draw_tokens, _group_size, _group_tokens, _group_values, make_sampler
+from .sampling import _alias_split, _draw_tokens, _group_size, _group_tokens, _group_values, make_sampler, random_words
 
 __all__ = [
     "BoNSimulation",
@@ -170,7 +170,7 @@ def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
 
         def draw_values(bkey):
             # (num_groups, block) words, group-major; the last group may be partial.
-            idx, keep = _alias_split(jax.random.bits(bkey, (num_groups, block), jnp.uint32), sampler)
+            idx, keep = _alias_split(random_words(bkey, (num_groups, block)), sampler)
             units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None
             return [values(t, idx, keep) for t in tabs], units
 

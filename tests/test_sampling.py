@@ -125,7 +125,7 @@ def test_token_frequencies_match_p():
     assert abs(np.sum(tok == 5) - m * p[5]) <= Z * np.sqrt(m * p[5] * (1 - p[5])) + 1
     # The same checks reject slightly wrong laws.
     wrong = p.copy()
-    wrong[[1, 3]] += [0.005, -0.005]
+    wrong[[1, 3]] += [0.01, -0.01]  # noncentrality ≈ 150 vs a 4-sigma cut of 24.5 (0.005 gave ≈ 37: marginal)
     assert not chi2_ok(tok.ravel(), wrong)
     rare = p.copy()
     rare[[3, 5]] += [-6e-4, 6e-4]  # the rare letter three times as likely
@@ -135,7 +135,6 @@ def test_token_frequencies_match_p():
     corr[1, 1] += 0.02
     corr[1, 3] -= 0.02  # a dependence between neighbours
     assert not chi2_ok(lumped[tok[:, 0]] * q.size + lumped[tok[:, 1]], corr.ravel())
-
 
 
 # ---------------------------------------------------------------------------
@@ -204,3 +203,22 @@ def test_large_vocabulary_token_frequencies():
     wrong = p.copy()
     wrong[[0, 1]] += [0.03 * p[0], -0.03 * p[0]]
     assert not chi2_ok(head[tok], np.bincount(head, weights=wrong))
+
+
+def test_random_words_are_uniform_and_independent_halves():
+    # Probabilistic (fixed key). With x64 the words are the low and high halves of
+    # uint64 draws: word j and word j + size/2 share a 64-bit draw. Chi-square of
+    # their top 2 bits jointly (16 cells: uniform and independent), and of the
+    # low 4 bits of all words; rejects a law with one cell 25% more likely.
+    size = 2**16
+    w = np.asarray(smp.random_words(jax.random.fold_in(KEY, 21), (size,))).astype(np.int64)
+    assert w.min() >= 0 and w.max() < 2**32
+    pairs = (w[: size // 2] >> 30) * 4 + (w[size // 2 :] >> 30)
+    assert chi2_ok(pairs, np.full(16, 1 / 16))
+    assert chi2_ok(w & 15, np.full(16, 1 / 16))
+    skew = np.full(16, 1 / 16)
+    skew[0] *= 1.25
+    skew[1:] -= (skew[0] - 1 / 16) / 15
+    assert not chi2_ok(pairs, skew)
+    # Odd sizes and shapes.
+    assert smp.random_words(KEY, (3, 5)).shape == (3, 5) and smp.random_words(KEY, (1,)).dtype == jnp.uint32
