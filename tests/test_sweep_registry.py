@@ -7,6 +7,8 @@ registered with register_quantity, each checked against NumPy computations
 that do not use the package (enumeration of all k^n sequences).
 """
 
+import doctest
+import importlib
 import itertools
 import json
 import math
@@ -225,3 +227,25 @@ def test_parquet_results(tmp_path, small_run, user_module):
     # parquet=False writes CSV and NPZ only
     sweep.run_sweep(_user_cfg(user_module), tmp_path / "nopq", progress=False, compile_cache=False, parquet=False)
     assert (tmp_path / "nopq" / "results.csv").exists() and not (tmp_path / "nopq" / "results.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "asymalign.sweep",
+        "asymalign.sweep.quantities",
+        "asymalign.sweep.config",
+        "asymalign.sweep.distributed",
+        "asymalign.sweep.run",
+        "asymalign.sweep.store",
+    ],
+)
+def test_docstring_examples(name):
+    mod = importlib.import_module(name)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    tests = doctest.DocTestFinder().find(mod, globs=dict(vars(mod)))
+    for test in tests:
+        runner.run(test)
+    res = runner.summarize(verbose=False)
+    assert res.failed == 0, f"{res.failed} doctest failures in {name}"
+    assert sum(len(t.examples) for t in tests) > 0

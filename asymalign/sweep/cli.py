@@ -60,7 +60,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
         "--compile-cache",
         metavar="DIR",
         default=None,
-        help="JAX persistent compilation cache (default: ~/.cache/asymalign/jax, or JAX_COMPILATION_CACHE_DIR)",
+        help="JAX persistent compilation cache (default: $ASYMALIGN_COMPILE_CACHE, else ~/.cache/asymalign/jax)",
     )
     p.add_argument("--no-compile-cache", action="store_true", help="do not use a compilation cache")
     g = p.add_argument_group("multi-host (jax.distributed)")

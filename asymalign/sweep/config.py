@@ -275,8 +275,37 @@ def _parse_reward(t: Mapping, i: int) -> dict:
 def parse_config(data: Mapping, text: str | None = None, default_name: str = "sweep") -> SweepConfig:
     """Validate a parsed TOML document and return a :class:`SweepConfig`.
 
-    Raises :class:`SweepConfigError` (a ``ValueError``) with one clear message
-    naming the offending key and listing the valid choices.
+    Args:
+      data: the document (``tomllib.loads(text)``); schema in :mod:`asymalign.sweep`.
+      text: its source, recorded in ``meta.json``.
+      default_name: the sweep's name when ``name`` is absent.
+
+    Returns:
+      A :class:`SweepConfig`.
+
+    Raises:
+      SweepConfigError: (a ``ValueError``) one clear message naming the
+        offending key and listing the valid choices.
+
+    >>> import tomllib
+    >>> from asymalign import sweep
+    >>> cfg = sweep.parse_config(tomllib.loads('''
+    ... quantities = ["lambda_star", "bon_reward"]
+    ... [[reference]]
+    ... family = "markov"
+    ... transition = [[0.9, 0.1], [0.3, 0.7]]
+    ... [[reward]]
+    ... family = "linear"
+    ... [grid]
+    ... delta = [0.1, 0.2]
+    ... n = [16]
+    ... '''))
+    >>> cfg.quantities, cfg.kinds
+    (('lambda_star', 'bon_reward'), ('markov',))
+    >>> sweep.parse_config({"reference": {"family": "gauss"}})
+    Traceback (most recent call last):
+    ...
+    asymalign.sweep.config.SweepConfigError: [[reference]] #1: unknown reference family 'gauss'; ...
     """
     _check_keys(data, _TOP_KEYS, "the top level")
     name = data.get("name", default_name)
@@ -362,7 +391,20 @@ def _parse_quantities(data: Mapping, have: Mapping, kinds: Sequence[str]) -> tup
 
 
 def load_config(path) -> SweepConfig:
-    """Read and validate a TOML sweep config (see the module docstring)."""
+    """Read and validate a TOML sweep config (schema in :mod:`asymalign.sweep`).
+
+    Args:
+      path: the ``.toml`` file; its stem is the default ``name``.
+
+    Returns:
+      A :class:`SweepConfig` (see :func:`parse_config`).
+
+    >>> from asymalign import sweep
+    >>> sweep.load_config("no/such/file.toml")
+    Traceback (most recent call last):
+    ...
+    asymalign.sweep.config.SweepConfigError: cannot read config no/such/file.toml: No such file or directory
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:

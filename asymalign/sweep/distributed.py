@@ -39,7 +39,15 @@ class SweepDistributedError(RuntimeError):
 
 def distributed_timeout(timeout: float | None = None) -> int:
     """Seconds after which a dead or silent process stops the others: ``timeout``,
-    else ``$ASYMALIGN_DISTRIBUTED_TIMEOUT``, else :data:`DEFAULT_TIMEOUT_S`."""
+    else ``$ASYMALIGN_DISTRIBUTED_TIMEOUT``, else :data:`DEFAULT_TIMEOUT_S`.
+
+    >>> distributed_timeout(30.5)
+    31
+    >>> distributed_timeout(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: timeout must be a number of seconds >= 1, got 0
+    """
     where = "timeout"
     if timeout is None and os.environ.get(TIMEOUT_ENV_VAR):
         where, timeout = TIMEOUT_ENV_VAR, os.environ[TIMEOUT_ENV_VAR]
@@ -80,6 +88,9 @@ def init_distributed(
 
     Returns:
       Whether it initialised anything (nothing is done for a single process).
+
+    >>> init_distributed(num_processes=1)  # a single process: nothing to do
+    False
     """
     import jax
 

@@ -142,6 +142,17 @@ def register_quantity(
     Raises:
       ValueError: a bad name, axis or kind, or a clash with an existing
         registration (without ``replace``).
+
+    >>> import jax.numpy as jnp
+    >>> from asymalign import sweep
+    >>> def tilt_entropy(unit):  # H(φ_λ*) for every Δ: shape (D, 1)
+    ...     import asymalign as aa
+    ...     phi = aa.tilt(*unit.batched(unit.delta.shape[0]), unit.lam)
+    ...     return unit.per_delta(aa.entropy(phi))
+    >>> q = sweep.register_quantity("tilt_entropy", tilt_entropy, axes=("delta",), description="H(φ_λ*)")
+    >>> q.axes, q.reference_kinds
+    (('delta',), ('iid',))
+    >>> _ = sweep.QUANTITIES.pop("tilt_entropy")  # (unregister)
     """
     axes, kinds = _check_spec(name, fn, axes, reference_kinds)
     old = QUANTITIES.get(name)
@@ -171,7 +182,16 @@ def quantity(
     exact_law: bool = False,
 ):
     """Decorator: declare a function a sweep quantity usable as ``"module:function"``
-    in a config (it is not registered under a global name)."""
+    in a config (it is not registered under a global name; the column is the
+    function's name). Arguments as for :func:`register_quantity`.
+
+    >>> from asymalign import sweep
+    >>> @sweep.quantity(axes=("x",), description="x minus the mean reward")
+    ... def x_excess(unit):
+    ...     return unit.per_x(unit.x - unit.p @ unit.r)
+    >>> x_excess.__sweep_quantity__.axes
+    ('x',)
+    """
 
     def wrap(fn):
         a, k = _check_spec(fn.__name__, fn, axes, reference_kinds)
@@ -203,6 +223,12 @@ def resolve_quantity(spec: str) -> Quantity:
     Raises:
       ValueError: unknown name, a module that does not import, a missing or
         non-callable attribute (the message names the spec).
+
+    >>> from asymalign import sweep
+    >>> sweep.resolve_quantity("bon_reward").reference_kinds
+    ('iid', 'markov')
+    >>> sweep.resolve_quantity("math:fabs").name
+    'fabs'
     """
     if ":" not in spec:
         load_plugins()

@@ -187,6 +187,23 @@ def run_sweep(
       SweepConfigError: a bad chunk size, or ``out_dir`` holds another config's results.
       SweepDistributedError: another process of a multi-host sweep died; the
         finished chunks are saved, rerun to resume.
+
+    >>> import tempfile, tomllib
+    >>> from asymalign import sweep
+    >>> cfg = sweep.parse_config(tomllib.loads('''
+    ... quantities = ["lambda_star", "klrl_reward"]
+    ... [[reference]]
+    ... family = "bernoulli"
+    ... prob = 0.5
+    ... [[reward]]
+    ... family = "linear"
+    ... [grid]
+    ... delta = [0.0, 0.1]
+    ... '''))
+    >>> out = tempfile.mkdtemp()
+    >>> res = sweep.run_sweep(cfg, out, progress=False, compile_cache=False)
+    >>> res.num_points, float(sweep.read_results(out)["klrl_reward"][0])
+    (2, 0.5)
     """
     import jax
 

@@ -116,14 +116,21 @@ def read_results(out_dir) -> dict[str, np.ndarray]:
     """Columns of a finished sweep (``DIR/results.npz``) as NumPy arrays, in row order.
 
     Blank parameters (a column that does not apply to a model) read as NaN
-    (float columns) or -1 (integer columns).
+    (float columns) or -1 (integer columns). The same columns are in
+    ``DIR/results.csv`` and, typed, in ``DIR/results.parquet``
+    (``pandas.read_parquet``, ``polars.read_parquet``, ``pyarrow.parquet.read_table``).
+    See :func:`~asymalign.sweep.run_sweep` for an example.
     """
     with np.load(os.path.join(os.fspath(out_dir), "results.npz")) as z:
         return {k: z[k] for k in z.files}
 
 
 def parquet_available() -> bool:
-    """Whether ``pyarrow`` is importable (then sweeps also write ``results.parquet``)."""
+    """Whether ``pyarrow`` is importable (then sweeps also write ``results.parquet``).
+
+    >>> isinstance(parquet_available(), bool)
+    True
+    """
     try:
         import pyarrow  # noqa: F401
         import pyarrow.parquet  # noqa: F401
