@@ -13,7 +13,9 @@ quantities as asymalign (THEORY.md §3, §5, §6, §7, §8) without JAX:
 Inner scalar loops use a hand-written stable log-sum-exp
 (``m + log Σ e^{z-m}``) instead of ``scipy.special.logsumexp``: on an
 8-vector the SciPy function costs ~80 µs per call against ~7 µs, and a careful
-researcher would notice. Nothing here imports JAX or asymalign.
+researcher would notice. The scalar-loop twins shared with the test-suite (``solve_lambda``,
+``rate_function``, ``bon_level_log_law``) live in
+:mod:`asymalign.testing.reference` (NumPy/SciPy only, no JAX code runs).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import math
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.optimize import brentq, minimize_scalar
 from scipy.special import gammaln, logsumexp
+
+from asymalign.testing.reference import _solve_one, bon_level_log_law, rate_function, solve_lambda
+from asymalign.testing.reference import level_kl as _level_kl
 
 __all__ = [
     "solve_lambda",
@@ -37,55 +41,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------
-# §3: λ* by brentq, one instance at a time
+# §3: λ* (brentq per instance: asymalign.testing.reference.solve_lambda); vectorised bisection
 # ---------------------------------------------------------------------------
-
-
-def _tilt_kl_fn(p, r):
-    """``K(λ) = KL(φ_λ || p)`` for one model, shifted by ``r_max`` for stability."""
-    on = p > 0
-    logp = np.log(p[on])
-    u = r[on] - r[on].max()
-
-    def K(lam):
-        z = logp + lam * u
-        m = z.max()
-        e = np.exp(z - m)
-        s = e.sum()
-        return lam * np.dot(e, u) / s - (m + math.log(s))
-
-    return K
-
-
-def _solve_one(p, r, delta):
-    on = p > 0
-    rs = r[on]
-    rmax = rs.max()
-    dmax = -math.log(p[on][rs == rmax].sum())
-    if delta == 0:
-        return 0.0
-    if delta >= dmax:
-        return math.inf
-    K = _tilt_kl_fn(p, r)
-    span = rmax - rs.min()
-    hi = 1.0 / span
-    while K(hi) < delta:  # bracket by doubling
-        hi *= 2.0
-    return brentq(lambda lam: K(lam) - delta, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps)
-
-
-def solve_lambda(p, r, delta):
-    """``λ*`` with ``KL(φ_{λ*} || p) = Δ`` for a batch: ``brentq`` per instance.
-
-    ``p``, ``r``: ``(B, k)``; ``delta``: ``(B,)``. Returns ``(B,)``.
-    """
-    p = np.asarray(p, float)
-    r = np.asarray(r, float)
-    delta = np.asarray(delta, float)
-    out = np.empty(delta.shape[0])
-    for i in range(delta.shape[0]):
-        out[i] = _solve_one(p[i], r[i], delta[i])
-    return out
 
 
 def solve_lambda_vectorised(p, r, delta, iters: int = 200):
@@ -118,47 +75,6 @@ def solve_lambda_vectorised(p, r, delta, iters: int = 200):
         if np.all(hi - lo < 1e-15 * np.maximum(1.0, np.abs(hi))):
             break
     return np.exp(0.5 * (lo + hi)) / span
-
-
-# ---------------------------------------------------------------------------
-# §5: rate function by scalar minimisation, one instance at a time
-# ---------------------------------------------------------------------------
-
-
-def _rate_one(p, r, x):
-    on = p > 0
-    logp = np.log(p[on])
-    rs = r[on]
-    rmin, rmax = rs.min(), rs.max()
-    if x < rmin or x > rmax:
-        return math.inf
-    if x == rmax:
-        return -math.log(p[on][rs == rmax].sum())
-    if x == rmin:
-        return -math.log(p[on][rs == rmin].sum())
-    c = 0.5 * (rmin + rmax)
-    rc = rs - c  # centring keeps Λ(t) - t x well scaled
-    xc = x - c
-
-    def f(t):  # Λ(t) - t x, convex; I(x) = -min_t f
-        z = logp + t * rc
-        m = z.max()
-        return m + math.log(np.exp(z - m).sum()) - t * xc
-
-    res = minimize_scalar(f, method="brent", options={"xtol": 1e-12})
-    return max(-res.fun, 0.0)
-
-
-def rate_function(p, r, x):
-    """Cramér rate ``I_0(x) = sup_t [t x - Λ(t)]`` for a batch of ``(model, x)``
-    pairs: ``scipy.optimize.minimize_scalar`` (Brent) per instance."""
-    p = np.asarray(p, float)
-    r = np.asarray(r, float)
-    x = np.asarray(x, float)
-    out = np.empty(x.shape[0])
-    for i in range(x.shape[0]):
-        out[i] = _rate_one(p[i], r[i], x[i])
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -204,54 +120,6 @@ def lattice_log_law_one_tilt(w, n: int, theta: float, rel_floor: float = 1e-12):
 # ---------------------------------------------------------------------------
 # §6: best-of-N in log space
 # ---------------------------------------------------------------------------
-
-
-def _log1mexp(x):
-    x = np.minimum(x, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.where(x > -math.log(2), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
-
-
-def _log_cum_from_top(logp):
-    """``log S(s) = log P(level > s)`` from the top down (reversed accumulate)."""
-    with np.errstate(invalid="ignore"):
-        ge = np.logaddexp.accumulate(logp[::-1])[::-1]  # log P(level >= s)
-    return np.concatenate([ge[1:], [-np.inf]])
-
-
-def bon_level_log_law(logp, log_n, log_f_below=None):
-    """``log B_N(s) = log(F(s)^N - F(s-)^N)`` over levels with log-probabilities
-    ``logp`` (THEORY.md §6), ``N log F`` computed as ``-exp(log N + log(-log F))``.
-
-    ``logp`` may be ``-inf`` at the bottom for levels whose mass is unknown
-    (lumped below); ``log F`` is then taken as ``log1p(-S)`` from the top,
-    which is exact whenever ``S(s) <= 1/2`` there. Levels with ``S > 1/2``
-    use the bottom-up cumulative sum.
-    """
-    log_s = _log_cum_from_top(logp)
-    with np.errstate(invalid="ignore"):
-        log_f_bottom = np.logaddexp.accumulate(logp)
-    upper = log_s < -math.log(2)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # log(-log F): from S in the upper half (log(-log1p(-S)) ~ log S for tiny S)
-        small = log_s < -30
-        lnlf_up = np.where(small, log_s, np.log(-np.log1p(-np.exp(np.where(small, -1.0, log_s)))))
-        lnlf_lo = np.log(-np.minimum(log_f_bottom, -1e-300))
-        lnlf = np.where(upper, lnlf_up, lnlf_lo)
-        lnlf[-1] = -np.inf  # F = 1 at the top
-        a = -np.exp(log_n + lnlf)  # N log F(s)
-        # D(s) = log F(s) - log F(s-) = log1p(P(s) / F(s-)), F(s-) = F(s) - P(s)
-        log_f_prev_bottom = np.concatenate([[-np.inf], log_f_bottom[:-1]])
-        log_f_prev = np.where(upper, _log1mexp(np.logaddexp(log_s, logp)), log_f_prev_bottom)
-        z = logp - log_f_prev
-        log_d = np.where(z < -30, z, np.log(np.log1p(np.exp(np.minimum(z, 700)))))
-        log_b = a + _log1mexp(-np.exp(log_n + log_d))
-    return np.where(np.isfinite(logp), log_b, -np.inf)
-
-
-def _level_kl(log_q, log_p):
-    on = np.isfinite(log_q)
-    return float(np.sum(np.exp(log_q[on]) * (log_q[on] - log_p[on])))
 
 
 def bon_vs_klrl(p, r, n: int, delta: float):
