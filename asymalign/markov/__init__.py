@@ -1,6 +1,7 @@
 """Markov reference models (THEORY.md §14): chains, tilts, exact laws, Rényi rates and Monte Carlo."""
 
 from .chain import MarkovChain, chain_fingerprint, check_chain, log_perron_root
+from .laws import reward_law
 from .tilting import (
     MarkovKLRL,
     doob_transform,
@@ -24,6 +25,7 @@ __all__ = [
     "log_partition",
     "log_perron_root",
     "rate_function",
+    "reward_law",
     "scaled_cgf",
     "scaled_cumulants",
     "solve_lambda",
