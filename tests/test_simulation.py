@@ -264,7 +264,7 @@ def test_result_is_bit_identical_for_every_chunk_size():
         np.testing.assert_array_equal(np.asarray(other.tokens), np.asarray(runs[0].tokens))
     # Asking for tokens does not change the rewards; another key changes them.
     plain = aa.simulate_bon(KEY, p, r, n, num, trials, chunk_size=24570)
-    assert plain.tokens is None
+    assert plain.tokens is None and plain.gold is None
     np.testing.assert_array_equal(np.asarray(plain.rewards), np.asarray(runs[0].rewards))
     other_key = aa.simulate_bon(jax.random.fold_in(KEY, 9), p, r, n, num, trials, chunk_size=24570)
     assert not np.array_equal(np.asarray(other_key.rewards), np.asarray(plain.rewards))
@@ -614,14 +614,17 @@ def toy_draws():
 
 
 def test_draws_are_the_sequences_best_of_n_chooses_from():
-    key = jax.random.fold_in(KEY, 41)
-    d = aa.simulate_draws(key, TP, TR, TN, 16, 30, g=TG)
-    d1 = aa.simulate_draws(key, TP, TR, TN, 16, 30, g=TG, chunk_size=2)
-    for a, b in zip(d, d1, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    best = aa.simulate_bon(key, TP, TR, TN, 16, 30)
-    np.testing.assert_array_equal(np.asarray(d.rewards).max(axis=1), np.asarray(best.rewards))
-    assert aa.simulate_draws(key, TP, TR, TN, 16, 30).gold is None
+    # Same key and N = K: best-of-N keeps the first draw of highest proxy, with its gold.
+    key = jax.random.fold_in(KEY, 30)
+    d = aa.simulate_draws(key, TP, TR, TN, TNUM, TTRIALS, g=TG)
+    hard = twin("hard")
+    x, gold = np.asarray(d.rewards), np.asarray(d.gold)
+    first = np.argmax(x, axis=1)
+    np.testing.assert_array_equal(x.max(axis=1), np.asarray(hard.rewards))
+    np.testing.assert_array_equal(gold[np.arange(TTRIALS), first], np.asarray(hard.gold))
+    small = aa.simulate_draws(key, TP, TR, TN, TNUM, 20, g=TG, chunk_size=2)  # one block at a time
+    np.testing.assert_array_equal(np.asarray(small.rewards), x[:20])
+    np.testing.assert_array_equal(np.asarray(small.gold), gold[:20])
 
 
 @pytest.mark.parametrize("worst", [False, True])
