@@ -10,6 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._buckets import device_array
+from ._validate import is_concrete
+
 # Bisection iterations in the sinh-stretched variable: the bracket [-V, V]
 # with V = 40 shrinks below one ulp of v after ~60 halvings in float64.
 _BISECT_ITERS = 90
@@ -82,3 +85,20 @@ def sinh_bisect(g, scale, v_lo, v_hi, iters: int = _BISECT_ITERS):
     """
     v = bisect_increasing(lambda v: g(jnp.sinh(v) / scale), v_lo, v_hi, iters)
     return jnp.sinh(v) / scale
+
+
+def broadcast_batch(vectors, scalars=()):
+    """Broadcast explicitly (no implicit rank promotion) to one batch shape.
+
+    ``vectors`` have the alphabet as their last axis, ``scalars`` are per
+    instance; the batch shape is the broadcast of ``v.shape[:-1]`` and
+    ``s.shape``. Returns ``[v broadcast to batch + (k,)] + [s broadcast to
+    batch]`` (views, no copies under jit).
+    """
+    batch = jnp.broadcast_shapes(*(v.shape[:-1] for v in vectors), *(s.shape for s in scalars))
+    shapes = [batch + v.shape[-1:] for v in vectors] + [batch for _ in scalars]
+    arrays = list(vectors) + list(scalars)
+    if is_concrete(*arrays):  # on the host: an eager broadcast would compile once per shape
+        pairs = zip(arrays, shapes, strict=True)
+        return [a if a.shape == s else device_array(np.broadcast_to(np.asarray(a), s)) for a, s in pairs]
+    return [jnp.broadcast_to(a, s) for a, s in zip(arrays, shapes, strict=True)]

@@ -16,6 +16,12 @@ everything but the residual:
   with bisection in ``asinh`` scale (:func:`safeguarded_newton`);
 * the blockwise map over a large batch on CPU (:func:`map_blocks`).
 
+Per-instance values (``r_max``, the tilt, the residual, …) are rows of shape
+``(1, ...)`` (reductions over the alphabet keep their axis), so every
+operation broadcasts at equal rank (tests run with
+``jax_numpy_rank_promotion="raise"``); callers pass their scalars as
+``x[None]`` and take ``[0]`` of the result.
+
 Private: everything here is pure, jittable and vmap-able; no validation.
 """
 
@@ -48,9 +54,9 @@ def support(p, r) -> Support:
     """:class:`Support` of ``(p, r)`` given with the alphabet last."""
     pt, rt = jnp.moveaxis(p, -1, 0), jnp.moveaxis(r, -1, 0)
     on = pt > 0
-    rmax = jnp.max(jnp.where(on, rt, -jnp.inf), axis=0)
-    rmin = jnp.min(jnp.where(on, rt, jnp.inf), axis=0)
-    pmax = jnp.max(pt, axis=0)
+    rmax = jnp.max(jnp.where(on, rt, -jnp.inf), axis=0, keepdims=True)
+    rmin = jnp.min(jnp.where(on, rt, jnp.inf), axis=0, keepdims=True)
+    pmax = jnp.max(pt, axis=0, keepdims=True)
     return Support(on, rt, pt, pt / pmax, rmin, rmax, jnp.log(pmax))
 
 
@@ -80,18 +86,18 @@ class EndStats(NamedTuple):
 def end_stats(on, dist, w) -> EndStats:
     """:class:`EndStats` for distances ``dist`` from an end and weights ``w`` (alphabet first)."""
     at = on & (dist == 0)
-    p_end = jnp.sum(jnp.where(at, w, 0.0), axis=0)
-    nxt = jnp.min(jnp.where(on & ~at, dist, jnp.inf), axis=0)
+    p_end = jnp.sum(jnp.where(at, w, 0.0), axis=0, keepdims=True)
+    nxt = jnp.min(jnp.where(on & ~at, dist, jnp.inf), axis=0, keepdims=True)
     gap = jnp.where(jnp.isfinite(nxt), nxt, 1.0)
-    p_next = jnp.sum(jnp.where(on & (dist == nxt), w, 0.0), axis=0)
-    q_rest = jnp.sum(jnp.where(on & ~at, w, 0.0), axis=0) / p_end
+    p_next = jnp.sum(jnp.where(on & (dist == nxt), w, 0.0), axis=0, keepdims=True)
+    q_rest = jnp.sum(jnp.where(on & ~at, w, 0.0), axis=0, keepdims=True) / p_end
     return EndStats(at, p_end, nxt, gap, p_next, q_rest)
 
 
 def centred_moments(e, s, cen):
     """``(Var, κ₃)`` of the weights ``e / s`` about the centre values ``cen`` (alphabet first)."""
     ec2 = e * cen * cen
-    return jnp.sum(ec2, axis=0) / s, jnp.sum(ec2 * cen, axis=0) / s
+    return jnp.sum(ec2, axis=0, keepdims=True) / s, jnp.sum(ec2 * cen, axis=0, keepdims=True) / s
 
 
 def halley_step(x, g, dg, d2g):

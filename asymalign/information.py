@@ -13,6 +13,7 @@ Rényi cross-entropy follows Thierrin, Alajaji and Linder (Entropy 2022):
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
@@ -39,12 +40,13 @@ def _pair(q, p, qn, pn):
             f"{np.shape(q)[-1]} and {np.shape(p)[-1]}"
         )
     dt = nx.float_dtype(q, p)
-    return jnp.asarray(q, dt), jnp.asarray(p, dt)
+    return nx.broadcast_batch([jnp.asarray(q, dt), jnp.asarray(p, dt)])
 
 
-def _alpha(alpha, dt):
+def _with_alpha(q, p, alpha):
+    """``(q, p, α)`` broadcast to one batch shape (``α`` validated, in ``q``'s dtype)."""
     check_nonneg(alpha, "alpha")
-    return jnp.asarray(alpha, dt)
+    return nx.broadcast_batch([q, p], [jnp.asarray(alpha, q.dtype)])
 
 
 # ---------------------------------------------------------------------------
@@ -52,6 +54,7 @@ def _alpha(alpha, dt):
 # ---------------------------------------------------------------------------
 
 
+@jax.jit
 def _kl(q, p):
     logq, logp = nx.masked_log(q), nx.masked_log(p)
     bad = jnp.any((q > 0) & (p <= 0), axis=-1)
@@ -59,6 +62,7 @@ def _kl(q, p):
     return jnp.where(bad, jnp.inf, val)
 
 
+@jax.jit
 def _cross_entropy(q, s):
     logs = nx.masked_log(s)
     bad = jnp.any((q > 0) & (s <= 0), axis=-1)
@@ -66,6 +70,7 @@ def _cross_entropy(q, s):
     return jnp.where(bad, jnp.inf, val)
 
 
+@jax.jit
 def _renyi_cross_entropy(q, s, alpha):
     """``H_α(q; s)`` for any real ``α`` (``±inf`` and ``1`` as limits)."""
     a_last = alpha
@@ -90,6 +95,7 @@ def _renyi_cross_entropy(q, s, alpha):
     return jnp.where(jnp.isneginf(a_last), at_minf, out)
 
 
+@jax.jit
 def _renyi_divergence(q, p, alpha):
     """``D_α(q||p) = log Σ q^α p^{1-α} / (α - 1)`` for any real ``α``."""
     a_last = alpha
@@ -151,8 +157,7 @@ def renyi_divergence(q, p, alpha):
     absolutely continuous w.r.t. ``p``. For a tilt,
     ``D_α(φ_μ || p) = (Λ(αμ) - α Λ(μ)) / (α - 1)``.
     """
-    q, p = _pair(q, p, "q", "p")
-    return _renyi_divergence(q, p, _alpha(alpha, q.dtype))
+    return _renyi_divergence(*_with_alpha(*_pair(q, p, "q", "p"), alpha))
 
 
 def renyi_entropy(p, alpha):
@@ -163,7 +168,7 @@ def renyi_entropy(p, alpha):
     """
     check_prob(p, "p")
     p = jnp.asarray(p, nx.float_dtype(p))
-    return _renyi_cross_entropy(p, p, _alpha(alpha, p.dtype))
+    return _renyi_cross_entropy(*_with_alpha(p, p, alpha))
 
 
 def renyi_cross_entropy(q, s, alpha):
@@ -178,5 +183,4 @@ def renyi_cross_entropy(q, s, alpha):
     or when ``s`` vanishes on all of ``supp q``. With ``q_r = e^r / C`` the
     reward's own distribution, ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)``.
     """
-    q, s = _pair(q, s, "q", "s")
-    return _renyi_cross_entropy(q, s, _alpha(alpha, q.dtype))
+    return _renyi_cross_entropy(*_with_alpha(*_pair(q, s, "q", "s"), alpha))

@@ -14,16 +14,23 @@ The growth rate of the cumulants is a Rényi cross-entropy between the aligned
 model and the reward's own distribution ``q_r = e^r / C``:
 ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)``, and equivalently
 ``ψ_λ(t) = (α - 1)[Λ(λ) + D_α(φ_λ || p)]`` with ``α = 1 + t/λ``.
+
+Reference: Yang, Salamatian, Sun, Suresh and Beirami, "Asymptotics of Language
+Model Alignment" (ISIT 2024, arXiv 2404.01730).
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from . import _solver as sv
+from ._buckets import call_bucketed
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .information import _renyi_cross_entropy, _renyi_divergence
 from .tilting import _log_partition, _log_tilt, _moments, _prep
@@ -39,17 +46,26 @@ __all__ = [
 
 
 def _broadcast(p, r, *scalars):
-    batch = jnp.broadcast_shapes(p.shape[:-1], r.shape[:-1], *(s.shape for s in scalars))
-    k = p.shape[-1:]
-    out = [jnp.broadcast_to(p, batch + k), jnp.broadcast_to(r, batch + k)]
-    return out + [jnp.broadcast_to(s, batch) for s in scalars]
+    return nx.broadcast_batch([p, r], scalars)
 
 
-def scaled_cgf(p, r, t, lam=0.0):
-    r"""Scaled CGF of the reward under ``φ_λ^n``: ``ψ_λ(t) = Λ(λ+t) - Λ(λ)``.
+def scaled_cgf(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 0.0) -> jax.Array:
+    r"""Scaled cumulant generating function of the reward under ``φ_λ^n`` (THEORY.md §5).
 
-    THEORY.md §5; exact for every ``n`` (the model is memoryless). Convex in
-    ``t``, ``ψ_λ(0) = 0``, ``ψ_λ'(0) = Λ'(λ)``.
+    .. math:: ψ_λ(t) = \frac1n \log E_{φ_λ^n} e^{t r_n} = Λ(λ+t) - Λ(λ)
+
+    Exact for every ``n`` (the model is memoryless). Convex in ``t``,
+    ``ψ_λ(0) = 0``, ``ψ_λ'(0) = Λ'(λ)``. Yang et al. (ISIT 2024), large
+    deviations of the aligned model's reward.
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      t: the CGF's argument (real), broadcasting against the batch.
+      lam: the tilt ``λ`` of the model ``φ_λ`` (``0``: the reference).
+
+    Returns:
+      ``ψ_λ(t)`` with the broadcast batch shape.
 
     >>> import asymalign as aa
     >>> float(aa.scaled_cgf([0.5, 0.5], [0.0, 1.0], 0.0))
@@ -63,14 +79,23 @@ def scaled_cgf(p, r, t, lam=0.0):
     return _log_partition(p, r, lam + t) - _log_partition(p, r, lam)
 
 
-def scaled_cumulants(p, r, order: int, lam=0.0):
-    r"""The first ``order`` scaled cumulants ``κ_j(r_n)/n = Λ^{(j)}(λ)``, ``j = 1..order``.
+def scaled_cumulants(p: ArrayLike, r: ArrayLike, order: int, lam: ArrayLike = 0.0) -> jax.Array:
+    r"""The first ``order`` scaled cumulants of the reward under ``φ_λ^n`` (THEORY.md §2, §5).
 
-    THEORY.md §2 and §5: the derivatives of the log-partition function are the
-    cumulants of ``r`` under ``φ_λ`` (mean, variance, third cumulant, …),
-    computed by nested automatic differentiation of ``Λ``.
+    .. math:: κ_j(r_n)/n = Λ^{(j)}(λ), \qquad j = 1, …, \text{order}
 
-    Returns an array of shape ``batch + (order,)``.
+    The derivatives of the log-partition function are the cumulants of ``r``
+    under ``φ_λ`` (mean, variance, third cumulant, …), computed by nested
+    automatic differentiation of ``Λ``. Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      order: number of cumulants (static, ``>= 1``).
+      lam: the tilt ``λ`` (``0``: the reference).
+
+    Returns:
+      Cumulants ``κ_1..κ_order`` (per token), shape ``batch + (order,)``.
 
     >>> import asymalign as aa
     >>> aa.scaled_cumulants([0.5, 0.5], [0.0, 1.0], 2).tolist()
@@ -80,6 +105,11 @@ def scaled_cumulants(p, r, order: int, lam=0.0):
     order = check_positive_int(order, "order")
     check_real(lam, "lam")
     p, r, lam = _prep(p, r, lam)
+    return _scaled_cumulants(p, r, lam, order)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _scaled_cumulants(p, r, lam, order):
     p, r, lam = _broadcast(p, r, lam)
 
     def f(l):
@@ -105,6 +135,7 @@ def _tilt_with_mean(p, r, x, mu0):
     (:mod:`asymalign._solver`).
     """
     sup = sv.support(p, r)
+    x, mu0 = x[None], mu0[None]  # per-instance values as rows (1, ...) of the alphabet-first layout
     span = sup.rmax - sup.rmin
     scale = jnp.where(span > 0, span, 1.0)
     up = jnp.where(sup.on, sup.rt - sup.rmin, 0.0)
@@ -113,9 +144,9 @@ def _tilt_with_mean(p, r, x, mu0):
 
     def step(mu):
         e, _ = sv.shifted_weights(sup, mu)
-        s = jnp.sum(e, axis=0)
-        a = jnp.sum(e * up, axis=0)  # s (Λ'(μ) - r_min)
-        b = jnp.sum(e * dn, axis=0)  # s (r_max - Λ'(μ))
+        s = jnp.sum(e, axis=0, keepdims=True)
+        a = jnp.sum(e * up, axis=0, keepdims=True)  # s (Λ'(μ) - r_min)
+        b = jnp.sum(e * dn, axis=0, keepdims=True)  # s (r_max - Λ'(μ))
         # Centred at the mean measured from the end the weights lean to (where
         # the heaviest letter sits at exactly 0), so Λ'' keeps relative accuracy
         # when φ_μ is nearly a point mass.
@@ -146,10 +177,10 @@ def _tilt_with_mean(p, r, x, mu0):
     hi = jnp.where(span > 0, jnp.minimum(2.0 * bound_hi, big), big)
     lo = jnp.where(span > 0, jnp.maximum(-2.0 * bound_lo, -big), -big)
     e0, _ = sv.shifted_weights(sup, mu0)
-    above = jnp.sum(e0 * up, axis=0) / jnp.sum(e0, axis=0) < x - sup.rmin  # x > Λ'(μ₀)
+    above = jnp.sum(e0 * up, axis=0, keepdims=True) / jnp.sum(e0, axis=0, keepdims=True) < x - sup.rmin  # x > Λ'(μ₀)
     start = jnp.where(above, jnp.maximum(mu0, start_hi), jnp.minimum(mu0, -start_lo))
     tol = 16 * jnp.finfo(x.dtype).eps * jnp.maximum(1.0, jnp.abs(target))
-    return sv.safeguarded_newton(step, jnp.clip(start, lo, hi), 1.0 / scale, tol, lo=lo, hi=hi)
+    return sv.safeguarded_newton(step, jnp.clip(start, lo, hi), 1.0 / scale, tol, lo=lo, hi=hi)[0]
 
 
 @_tilt_with_mean.defjvp
@@ -177,32 +208,34 @@ def _rate_function(p, r, x, lam):
 
     sup = sv.support(p, r)
     on, rt, pn = sup.on, sup.rt, sup.pn
+    # per-instance values as rows (1, ...) of the alphabet-first layout
+    x_in, lam, mu, t = x_in[None], lam[None], mu[None], t[None]
     e_lam, c_lam = sv.shifted_weights(sup, lam)
-    s_lam = jnp.sum(e_lam, axis=0)
+    s_lam = jnp.sum(e_lam, axis=0, keepdims=True)
     a = jnp.where(on, t * (rt - x_in), 0.0)
     # I = -log E_{φ_λ} e^{t (r - x)}. Near the mean (|a| small) the log1p/expm1
     # form keeps relative accuracy of the O(t^2) result; elsewhere the sum is
     # written through the tilt at μ, e^{κ} Σ e_μ / Σ e_λ, which cannot overflow.
-    small = jnp.all(jnp.abs(a) <= 1.0, axis=0)
+    small = jnp.all(jnp.abs(a) <= 1.0, axis=0, keepdims=True)
     a_s = jnp.where(small, a, 0.0)
-    s1 = jnp.sum(e_lam * jnp.expm1(a_s), axis=0) / s_lam
+    s1 = jnp.sum(e_lam * jnp.expm1(a_s), axis=0, keepdims=True) / s_lam
     val_small = -jnp.log1p(jnp.maximum(s1, -0.5))
     e_mu, c_mu = sv.shifted_weights(sup, mu)
     kappa = mu * (c_mu - x_in) + lam * (x_in - c_lam)  # μ c_μ - λ c_λ - t x, without cancellation
-    val_big = jnp.log(s_lam) - jnp.log(jnp.sum(e_mu, axis=0)) - kappa
+    val_big = jnp.log(s_lam) - jnp.log(jnp.sum(e_mu, axis=0, keepdims=True)) - kappa
     val_inside = jnp.maximum(jnp.where(small, val_small, val_big), 0.0)
 
     # Boundary values: -log φ_λ(A) at r_max (A the argmax set), likewise at r_min;
     # log φ_λ(A) = log(p(A)/max p) + λ (r_A - c) - log Σ e_λ.
     def boundary(r_end):
         at = on & (rt == r_end)
-        log_pa = jnp.log(jnp.sum(jnp.where(at, pn, 0.0), axis=0))
+        log_pa = jnp.log(jnp.sum(jnp.where(at, pn, 0.0), axis=0, keepdims=True))
         # (clamped at 0: with φ_λ(A) = 1 rounding may leave -1e-16)
         return jnp.maximum(jnp.log(s_lam) - log_pa - lam * (r_end - c_lam), 0.0)
 
-    out = jnp.where(inside, val_inside, jnp.inf)
-    out = jnp.where(x == rmax, boundary(rmax), out)
-    return jnp.where(x == rmin, boundary(rmin), out)
+    out = jnp.where(inside, val_inside[0], jnp.inf)
+    out = jnp.where(x == rmax, boundary(rmax[None])[0], out)
+    return jnp.where(x == rmin, boundary(rmin[None])[0], out)
 
 
 @jax.jit
@@ -210,27 +243,38 @@ def _rate_function_blocks(p, r, x, lam):
     return sv.map_blocks(_rate_function, (p, r, x, lam), (1, 1, 0, 0))
 
 
-def rate_function(p, r, x, lam=0.0):
+def rate_function(p: ArrayLike, r: ArrayLike, x: ArrayLike, lam: ArrayLike = 0.0) -> jax.Array:
     r"""Cramér rate function of ``R_n = r_n/n`` under ``φ_λ^n`` (THEORY.md §5).
 
     .. math:: I_λ(x) = \sup_t [t x - Λ(λ+t) + Λ(λ)]
               = \mathrm{KL}(φ_{λ+t_x} \| φ_λ), \quad Λ'(λ+t_x) = x.
 
-    Convex, ``0`` exactly at ``x = Λ'(λ)``, ``-log φ_λ(A)`` at ``x = r_max``
-    (``A`` the argmax set; likewise at ``r_min``) and ``+inf`` outside
+    ``P(R_n ≈ x) ≈ e^{-n I_λ(x)}`` (Yang et al., ISIT 2024). Convex, ``0``
+    exactly at ``x = Λ'(λ)``, ``-log φ_λ(A)`` at ``x = r_max`` (``A`` the
+    argmax set; likewise at ``r_min``) and ``+inf`` outside
     ``[r_min, r_max]``. Inside, ``t_x`` is found by bracketed Halley steps on
     ``log(Λ'(μ) - r_min) - log(r_max - Λ'(μ))`` (no cancellation, nearly
     linear in ``μ`` at both ends; started from the two-letter model at the
-    nearer end when ``x`` lies beyond the next reward), and the value is
-    evaluated as ``-log E_{φ_λ} e^{t_x (r - x)}`` (``log1p``/``expm1`` near
-    the mean, through the tilt at ``λ + t_x`` elsewhere), so it stays finite
-    and accurate for ``x`` within ``1e-9`` of ``r_max``.
-    Differentiable in ``x``, ``r``, ``p`` and ``λ`` inside the interval
-    (envelope theorem: ``∂I/∂x = t_x``).
+    nearer end when ``x`` lies beyond the next reward; the solver core is
+    shared with :func:`asymalign.solve_lambda`), and the value is evaluated as
+    ``-log E_{φ_λ} e^{t_x (r - x)}`` (``log1p``/``expm1`` near the mean,
+    through the tilt at ``λ + t_x`` elsewhere), so it stays finite and
+    accurate for ``x`` within ``1e-9`` of ``r_max``. Differentiable in ``x``,
+    ``r``, ``p`` and ``λ`` inside the interval (envelope theorem:
+    ``∂I/∂x = t_x``).
 
     Near the mean the problem itself is ill-conditioned (``I`` is quadratic
     in ``x - Λ'(λ)``): the relative error there is about
     ``eps |x| / |x - Λ'(λ)|``.
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      x: per-token reward level (``±inf`` allowed), broadcasting against the batch.
+      lam: the tilt ``λ`` of the model ``φ_λ`` (``0``: the reference).
+
+    Returns:
+      ``I_λ(x) >= 0`` (``inf`` outside ``[r_min, r_max]``) with the broadcast batch shape.
 
     >>> import asymalign as aa
     >>> # Bernoulli(0.3), r = identity: I(x) = binary KL(x || 0.3)
@@ -242,32 +286,74 @@ def rate_function(p, r, x, lam=0.0):
     check_real(lam, "lam")
     p, r, x = _prep(p, r, x)
     lam = jnp.asarray(lam, x.dtype)
-    p, r, x, lam = _broadcast(p, r, x, lam)
-    return _rate_function_blocks(p, r, x, lam)
+    if not is_concrete(p, r, x, lam):
+        p, r, x, lam = _broadcast(p, r, x, lam)
+    # Concrete batches are broadcast on the host and padded to a power-of-two bucket: one compilation per bucket.
+    return call_bucketed(_rate_function_blocks, (p, r, x, lam), (1, 1, 0, 0))
 
 
-def reward_softmax(p, r):
-    r"""The reward's own distribution ``q_r(x) = e^{r(x)} / C`` on ``supp p``,
-    ``C = Σ_{x: p(x)>0} e^{r(x)}`` (THEORY.md §5); ``0`` off the support."""
+def reward_softmax(p: ArrayLike, r: ArrayLike) -> jax.Array:
+    r"""The reward's own distribution: the softmax of ``r`` on ``supp p`` (THEORY.md §5).
+
+    .. math:: q_r(x) = e^{r(x)} / C, \qquad C = \sum_{x:\, p(x) > 0} e^{r(x)},
+
+    and ``q_r(x) = 0`` off the support. The growth rate of the reward's
+    cumulants is a Rényi cross-entropy against it,
+    ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)`` (Yang et al., ISIT 2024). It
+    is *not* the law of the reward under ``p`` (that is :func:`asymalign.reward_law`).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)`` (only its support is used).
+      r: per-token rewards, shape ``(..., k)``.
+
+    Returns:
+      ``q_r``, shape ``batch + (k,)``.
+
+    >>> import asymalign as aa
+    >>> aa.reward_softmax([0.5, 0.5, 0.0], [0.0, 0.0, 5.0]).tolist()
+    [0.5, 0.5, 0.0]
+    """
     check_model(p, r)
     p, r, _ = _prep(p, r, 0.0)
     z = jnp.where(p > 0, r, -jnp.inf)
     return jnp.exp(z - logsumexp(z, axis=-1, keepdims=True))
 
 
-def cgf_via_renyi_cross_entropy(p, r, t, lam=0.0):
-    r"""``ψ_λ(t)`` through the Rényi cross-entropy form (THEORY.md §5):
+def cgf_via_renyi_cross_entropy(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 0.0) -> jax.Array:
+    r"""``ψ_λ(t)`` through the Rényi cross-entropy form (THEORY.md §5).
 
-    .. math:: ψ_λ(t) = t \log C - t\, H_{1+t}(φ_λ; q_r).
+    .. math:: ψ_λ(t) = t \log C - t\, H_{1+t}(φ_λ; q_r),
 
-    Valid for every real ``t`` (orders ``1 + t < 0`` included); equals
-    :func:`scaled_cgf` up to rounding, which the test-suite checks.
+    with ``q_r`` = :func:`reward_softmax` and ``C`` its normaliser (Yang et
+    al., ISIT 2024; Rényi cross-entropy after Thierrin, Alajaji and Linder,
+    Entropy 2022). Valid for every real ``t`` (orders ``1 + t < 0``
+    included); equals :func:`scaled_cgf` up to rounding, which the test-suite
+    checks.
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      t: the CGF's argument (real), broadcasting against the batch.
+      lam: the tilt ``λ``.
+
+    Returns:
+      ``ψ_λ(t)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> p, r = [0.7, 0.3], [0.0, 1.0]
+    >>> bool(abs(aa.cgf_via_renyi_cross_entropy(p, r, 0.5) - aa.scaled_cgf(p, r, 0.5)) < 1e-14)
+    True
     """
     check_model(p, r)
     check_real(t, "t")
     check_real(lam, "lam")
     p, r, t = _prep(p, r, t)
     lam = jnp.asarray(lam, t.dtype)
+    return _cgf_via_renyi_cross_entropy(p, r, t, lam)
+
+
+@jax.jit
+def _cgf_via_renyi_cross_entropy(p, r, t, lam):
     p, r, t, lam = _broadcast(p, r, t, lam)
     z = jnp.where(p > 0, r, -jnp.inf)
     log_c = logsumexp(z, axis=-1)
@@ -277,10 +363,26 @@ def cgf_via_renyi_cross_entropy(p, r, t, lam=0.0):
     return jnp.where(t == 0, 0.0, t * log_c - t * jnp.where(t == 0, 0.0, h))
 
 
-def cgf_via_renyi_divergence(p, r, t, lam):
-    r"""``ψ_λ(t)`` through the Rényi-divergence form (THEORY.md §5), ``λ != 0``:
+def cgf_via_renyi_divergence(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""``ψ_λ(t)`` through the Rényi-divergence form (THEORY.md §5), ``λ != 0``.
 
     .. math:: ψ_λ(t) = (α - 1)\,[Λ(λ) + D_α(φ_λ \| p)], \qquad α = 1 + t/λ .
+
+    Yang et al. (ISIT 2024). Equals :func:`scaled_cgf` up to rounding.
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      t: the CGF's argument (real), broadcasting against the batch.
+      lam: the tilt ``λ != 0``.
+
+    Returns:
+      ``ψ_λ(t)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> p, r = [0.7, 0.3], [0.0, 1.0]
+    >>> bool(abs(aa.cgf_via_renyi_divergence(p, r, 0.5, 2.0) - aa.scaled_cgf(p, r, 0.5, 2.0)) < 1e-14)
+    True
     """
     check_model(p, r)
     check_real(t, "t")
@@ -289,6 +391,11 @@ def cgf_via_renyi_divergence(p, r, t, lam):
         raise ValueError("lam must be nonzero for the Rényi-divergence form (α = 1 + t/λ)")
     p, r, t = _prep(p, r, t)
     lam = jnp.asarray(lam, t.dtype)
+    return _cgf_via_renyi_divergence(p, r, t, lam)
+
+
+@jax.jit
+def _cgf_via_renyi_divergence(p, r, t, lam):
     p, r, t, lam = _broadcast(p, r, t, lam)
     alpha = 1.0 + t / lam
     phi = jnp.exp(_log_tilt(p, r, lam))

@@ -18,6 +18,9 @@ Conventions shared by every function here: the last axis is the alphabet;
 produce NaN); all functions are pure, jittable and vmap-able. Concrete inputs
 are validated (``ValueError`` naming the argument); traced inputs are not, and
 valid traced inputs give NaN-free results.
+
+Reference: Yang, Salamatian, Sun, Suresh and Beirami, "Asymptotics of Language
+Model Alignment" (ISIT 2024, arXiv 2404.01730).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from . import _solver as sv
+from ._buckets import call_bucketed, device_array
 from ._validate import check_model, check_nonneg, check_real, is_concrete
 
 __all__ = [
@@ -54,9 +59,7 @@ __all__ = [
 
 def _prep(p, r, lam):
     dt = nx.float_dtype(p, r, lam)
-    p = jnp.asarray(p, dt)
-    r = jnp.asarray(r, dt)
-    lam = jnp.asarray(lam, dt)
+    p, r, lam = nx.broadcast_batch([device_array(p, dt), device_array(r, dt)], [device_array(lam, dt)])
     return p, r, lam
 
 
@@ -82,6 +85,7 @@ def _tilt_parts(p, r, lam):
     return logp, lu, c, L
 
 
+@jax.jit
 def _log_partition(p, r, lam):
     _, _, c, L = _tilt_parts(p, r, lam)
     # λ c with 0·(±inf) = 0, keeping ∂(λc)/∂c = λ at c = 0.
@@ -89,11 +93,13 @@ def _log_partition(p, r, lam):
     return lc + L
 
 
+@jax.jit
 def _log_tilt(p, r, lam):
     logp, lu, _, L = _tilt_parts(p, r, lam)
     return logp + lu - L[..., None]
 
 
+@jax.jit
 def _moments(p, r, lam):
     """``(Λ'(λ), Λ''(λ), K(λ))`` computed from the shifted tilt."""
     logp, lu, c, L = _tilt_parts(p, r, lam)
@@ -111,6 +117,7 @@ def _tilt_kl(p, r, lam):
     return _moments(p, r, lam)[2]
 
 
+@jax.jit
 def _max_kl(p, r):
     _, rmax = nx.support_range(p, r)
     on_a = (r == rmax[..., None]) & (p > 0)
@@ -120,6 +127,7 @@ def _max_kl(p, r):
 @jax.custom_jvp
 def _solve_lambda(p, r, delta):
     sup = sv.support(p, r)
+    delta = delta[None]  # per-instance values as rows (1, ...) of the alphabet-first layout
     u = jnp.where(sup.on, sup.rt - sup.rmax, 0.0)  # r - r_max <= 0 on the support, 0 off it
     span = sup.rmax - sup.rmin
     scale = jnp.where(span > 0, span, 1.0)
@@ -132,8 +140,8 @@ def _solve_lambda(p, r, delta):
         # K(λ) = λ Λ'(λ) - Λ(λ) from the weights e = (p/p_max) e^{λu} <= 1,
         # Λ(λ) - λ r_max = log Σ e + log p_max; K' = λ Λ'', K'' = Λ'' + λ Λ'''.
         e, _ = sv.shifted_weights(sup, lam)
-        s = jnp.sum(e, axis=0)
-        mean_u = jnp.sum(e * u, axis=0) / s
+        s = jnp.sum(e, axis=0, keepdims=True)
+        mean_u = jnp.sum(e * u, axis=0, keepdims=True) / s
         var, k3 = sv.centred_moments(e, s, u - mean_u)
         g = jnp.maximum(lam * mean_u - jnp.log(s) - sup.log_pmax, 0.0) - d
         return (g, *sv.halley_step(lam, g, lam * var, var + lam * k3))
@@ -172,15 +180,15 @@ def _solve_lambda(p, r, delta):
 
     # Start from the larger of the small-Δ expansion K(λ) ≈ λ² Λ''(0) / 2 and
     # the two-letter estimate, clipped to the bracket.
-    mean0 = jnp.sum(sup.pt * u, axis=0)
-    var0 = jnp.sum(sup.pt * (u - mean0) ** 2, axis=0)
+    mean0 = jnp.sum(sup.pt * u, axis=0, keepdims=True)
+    var0 = jnp.sum(sup.pt * (u - mean0) ** 2, axis=0, keepdims=True)
     lam_s = jnp.sqrt(2.0 * d / jnp.where(var0 > 0, var0, 1.0))
     lam0 = jnp.clip(jnp.maximum(lam_s, lam2), 0.0, hi)
     tol = 16 * jnp.finfo(d.dtype).eps * jnp.maximum(1.0, d)
     lam = sv.safeguarded_newton(step, lam0, 1.0 / scale, tol, lo=0.0, hi=hi)
     lam = jnp.maximum(lam, 0.0)
     lam = jnp.where(delta >= dmax, jnp.inf, lam)
-    return jnp.where(delta == 0, jnp.zeros_like(lam), lam)
+    return jnp.where(delta == 0, jnp.zeros_like(lam), lam)[0]
 
 
 @_solve_lambda.defjvp
@@ -214,21 +222,21 @@ def _solve_lambda_b(p, r, delta):
 # ---------------------------------------------------------------------------
 
 
-def log_partition(p, r, lam):
+def log_partition(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
     r"""Log-partition function (cumulant generating function of ``r`` under ``p``).
 
     .. math:: Λ(λ) = \log \sum_x p(x) e^{λ r(x)}
 
-    THEORY.md §2. Computed as ``λ c + log Σ p e^{λ (r - c)}`` with ``c`` the
-    extreme reward on the support in the direction of ``λ``, so it is finite
-    and exact for ``|λ|`` up to ``1e300/|r|``. Differentiable in ``λ``, ``r``
-    and ``p``; ``jax.grad`` gives ``Λ'(λ) = E_{φ_λ} r`` and higher derivatives
-    the cumulants.
+    THEORY.md §2; Yang et al. (ISIT 2024), the tilted family. Computed as
+    ``λ c + log Σ p e^{λ (r - c)}`` with ``c`` the extreme reward on the support
+    in the direction of ``λ``, so it is finite and exact for ``|λ|`` up to
+    ``1e300/|r|``. Differentiable in ``λ``, ``r`` and ``p``; ``jax.grad`` gives
+    ``Λ'(λ) = E_{φ_λ} r`` and higher derivatives the cumulants.
 
     Args:
-      p: reference probabilities, shape ``(..., k)``.
+      p: reference probabilities, shape ``(..., k)`` (zeros allowed).
       r: per-token rewards, shape ``(..., k)``.
-      lam: tilt parameter, broadcasting against ``p.shape[:-1]``.
+      lam: tilt parameter (``±inf`` allowed), broadcasting against the batch.
 
     Returns:
       ``Λ(λ)`` with the broadcast batch shape.
@@ -242,25 +250,47 @@ def log_partition(p, r, lam):
     return _log_partition(*_prep(p, r, lam))
 
 
-def log_tilt(p, r, lam):
-    r"""Log-probabilities of the tilt ``log φ_λ(x) = log p(x) + λ r(x) - Λ(λ)``.
+def log_tilt(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""Log-probabilities of the exponential tilt (THEORY.md §2).
 
-    THEORY.md §2. ``λ = +inf`` gives ``p`` conditioned on ``A = argmax_S r``,
-    ``λ = -inf`` on the argmin set; zeros of ``p`` give ``-inf``.
+    .. math:: \log φ_λ(x) = \log p(x) + λ r(x) - Λ(λ)
+
+    ``λ = +inf`` gives ``p`` conditioned on ``A = argmax_S r``, ``λ = -inf`` on
+    the argmin set; zeros of ``p`` give ``-inf``. Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      lam: tilt parameter, broadcasting against the batch.
+
+    Returns:
+      ``log φ_λ``, shape ``batch + (k,)``.
+
+    >>> import asymalign as aa
+    >>> aa.log_tilt([0.5, 0.5, 0.0], [0.0, 1.0, 2.0], float("inf")).tolist()
+    [-inf, 0.0, -inf]
     """
     check_model(p, r)
     check_real(lam, "lam", allow_inf=True)
     return _log_tilt(*_prep(p, r, lam))
 
 
-def tilt(p, r, lam):
+def tilt(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
     r"""Exponential tilt of ``p`` by ``λ r`` (THEORY.md §2).
 
     .. math:: φ_λ(x) = p(x) \exp(λ r(x) - Λ(λ)), \qquad φ_0 = p.
 
     ``λ = ±inf`` gives ``p`` conditioned on the argmax/argmin set of ``r``
-    over the support. The KL-regularised problem
-    ``max_q E_q r - β KL(q||p)`` is solved by ``tilt(p, r, 1/β)`` (§3).
+    over the support. The KL-regularised problem ``max_q E_q r - β KL(q||p)``
+    is solved by ``tilt(p, r, 1/β)`` (§3; Yang et al., ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      lam: tilt parameter, broadcasting against the batch.
+
+    Returns:
+      ``φ_λ``, shape ``batch + (k,)``.
 
     >>> import asymalign as aa
     >>> aa.tilt([0.5, 0.5], [0.0, 1.0], 1e4).round(6).tolist()
@@ -269,50 +299,115 @@ def tilt(p, r, lam):
     return jnp.exp(log_tilt(p, r, lam))
 
 
-def tilt_kl(p, r, lam):
-    r"""``K(λ) = KL(φ_λ || p) = λ Λ'(λ) - Λ(λ)`` (THEORY.md §2).
+def tilt_kl(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""KL divergence of the tilt from the reference (THEORY.md §2).
+
+    .. math:: K(λ) = \mathrm{KL}(φ_λ \| p) = λ Λ'(λ) - Λ(λ)
 
     Increasing on ``λ >= 0`` from ``K(0) = 0`` to ``Δ_max = -log p(A)``
     (reached at ``λ = +inf``); ``K'(λ) = λ Λ''(λ)``. Computed as
     ``Σ φ_λ (λ (r - r_max)) - log Σ p e^{λ (r - r_max)}``, which keeps full
-    absolute precision up to ``Δ_max`` for huge ``λ``.
+    absolute precision up to ``Δ_max`` for huge ``λ``. Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      lam: tilt parameter, broadcasting against the batch.
+
+    Returns:
+      ``K(λ) >= 0`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> round(float(aa.tilt_kl([0.5, 0.5], [0.0, 1.0], float("inf"))), 12)  # = log 2
+    0.69314718056
     """
     check_model(p, r)
     check_real(lam, "lam", allow_inf=True)
     return _tilt_kl(*_prep(p, r, lam))
 
 
-def tilt_reward(p, r, lam):
-    r"""Expected reward of the tilt, ``Λ'(λ) = E_{φ_λ} r`` (THEORY.md §2)."""
+def tilt_reward(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""Expected reward of the tilt (THEORY.md §2).
+
+    .. math:: Λ'(λ) = E_{φ_λ} r
+
+    Increasing in ``λ``, from ``r_min`` (``λ = -inf``) to ``r_max``
+    (``λ = +inf``). Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      lam: tilt parameter, broadcasting against the batch.
+
+    Returns:
+      ``Λ'(λ)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> float(aa.tilt_reward([0.5, 0.5], [0.0, 1.0], 0.0))
+    0.5
+    """
     check_model(p, r)
     check_real(lam, "lam", allow_inf=True)
     return _moments(*_prep(p, r, lam))[0]
 
 
-def tilt_variance(p, r, lam):
-    r"""Variance of the reward under the tilt, ``Λ''(λ) = Var_{φ_λ} r`` (§2)."""
+def tilt_variance(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
+    r"""Variance of the reward under the tilt (THEORY.md §2).
+
+    .. math:: Λ''(λ) = \mathrm{Var}_{φ_λ} r
+
+    Yang et al. (ISIT 2024); ``K'(λ) = λ Λ''(λ)``.
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      lam: tilt parameter, broadcasting against the batch.
+
+    Returns:
+      ``Λ''(λ) >= 0`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> float(aa.tilt_variance([0.5, 0.5], [0.0, 1.0], 0.0))
+    0.25
+    """
     check_model(p, r)
     check_real(lam, "lam", allow_inf=True)
     return _moments(*_prep(p, r, lam))[1]
 
 
-def max_kl(p, r):
-    r"""``Δ_max = -log p(A)``, ``A = argmax_{x: p(x)>0} r(x)`` (THEORY.md §1–2).
+def max_kl(p: ArrayLike, r: ArrayLike) -> jax.Array:
+    r"""The largest useful KL budget (THEORY.md §1–§2).
 
-    The largest KL any reward-improving policy needs: ``K(λ) -> Δ_max`` as
-    ``λ -> inf``. It is ``0`` for a constant reward.
+    .. math:: Δ_{\max} = -\log p(A), \qquad A = \arg\max_{x: p(x)>0} r(x)
+
+    ``K(λ) -> Δ_max`` as ``λ -> inf``; a budget beyond it buys nothing. It is
+    ``0`` for a constant reward. Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+
+    Returns:
+      ``Δ_max`` with the batch shape.
+
+    >>> import asymalign as aa
+    >>> round(float(aa.max_kl([0.7, 0.2, 0.1], [0.0, 1.0, 2.0])), 12)  # = log 10
+    2.302585092994
     """
     check_model(p, r)
     p, r, _ = _prep(p, r, 0.0)
     return _max_kl(p, r)
 
 
-def solve_lambda(p, r, delta):
-    r"""The KL-budget multiplier ``λ*``: ``KL(φ_{λ*} || p) = Δ`` (THEORY.md §3).
+def solve_lambda(p: ArrayLike, r: ArrayLike, delta: ArrayLike) -> jax.Array:
+    r"""The KL-budget multiplier ``λ*`` of KL-constrained RL (THEORY.md §3).
+
+    .. math:: K(λ^*) = \mathrm{KL}(φ_{λ^*} \| p) = Δ
 
     Returns ``0`` for ``Δ = 0``, ``+inf`` for ``Δ >= Δ_max = -log p(A)``
     (including any ``Δ`` for a constant reward), otherwise the unique root of
-    ``K(λ) = Δ`` on ``λ > 0``. The root is found by Halley's method
+    ``K(λ) = Δ`` on ``λ > 0`` (Yang et al., ISIT 2024: the optimal aligned
+    model is ``φ_{λ*}``). The root is found by Halley's method
     (``K'(λ) = λ Λ''(λ)``, ``K''(λ) = Λ''(λ) + λ Λ'''(λ)``) from the larger of
     the small-Δ guess ``√(2Δ/Λ''(0))`` and the root of the model with only the
     two highest rewards (which sets ``λ*`` once ``φ_λ`` has left the others),
@@ -320,7 +415,8 @@ def solve_lambda(p, r, delta):
     distance to saturation ``Δ_max - K(λ)``, at most
     ``max(sinh(40)/(r_max-r_min), 1e3/gap)``) that falls back to bisection in
     ``asinh`` scale whenever a step leaves it or fails to halve the residual
-    (``lax.while_loop``; typically 2–8 steps). In float64
+    (``lax.while_loop``; typically 2–8 steps; the solver core is shared with
+    :func:`asymalign.rate_function`). In float64
     ``|K(λ*) - Δ| <= 1e-10 max(1, Δ)`` (measured ≤ 6e-14 over 1e5 random
     models), also for ``Δ`` within ``1e-6`` of ``Δ_max`` and rewards spread
     over many decades.
@@ -328,6 +424,14 @@ def solve_lambda(p, r, delta):
     Differentiable in ``p``, ``r`` and ``delta`` by the implicit function
     theorem, ``dλ*/dΔ = 1 / (λ* Λ''(λ*))`` (the derivative is reported as 0
     where ``λ*`` is ``0`` or ``inf``, where it does not exist).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      delta: KL budget ``Δ >= 0``, broadcasting against the batch.
+
+    Returns:
+      ``λ* >= 0`` (``inf`` when saturated) with the broadcast batch shape.
 
     >>> import asymalign as aa
     >>> p, r = [0.7, 0.2, 0.1], [0.0, 1.0, 2.0]
@@ -337,7 +441,7 @@ def solve_lambda(p, r, delta):
     """
     check_model(p, r)
     check_nonneg(delta, "delta")
-    return _solve_lambda_b(*_prep(p, r, delta))
+    return call_bucketed(_solve_lambda_b, _prep(p, r, delta), (1, 1, 0))
 
 
 class KLRLResult(NamedTuple):
@@ -357,7 +461,7 @@ class KLRLResult(NamedTuple):
     kl: jax.Array
 
 
-def kl_rl(p, r, delta) -> KLRLResult:
+def kl_rl(p: ArrayLike, r: ArrayLike, delta: ArrayLike) -> KLRLResult:
     r"""Exact KL-constrained RL solution (THEORY.md §3).
 
     .. math:: \max_q E_q r \ \text{ s.t. } \ \mathrm{KL}(q\|p) \le Δ
@@ -365,7 +469,16 @@ def kl_rl(p, r, delta) -> KLRLResult:
 
     The optimal value also equals the dual ``min_{λ>0} (Δ + Λ(λ)) / λ``. For a
     sequence model ``p^n`` with budget ``nΔ`` and additive reward the solution
-    is ``φ_{λ*}^{⊗n}`` with the same ``λ*`` and reward ``n Λ'(λ*)``.
+    is ``φ_{λ*}^{⊗n}`` with the same ``λ*`` and reward ``n Λ'(λ*)`` (Yang et
+    al., ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      delta: KL budget ``Δ >= 0``, broadcasting against the batch.
+
+    Returns:
+      A :class:`KLRLResult` (policy, ``λ*``, reward, KL).
 
     >>> import asymalign as aa
     >>> res = aa.kl_rl([0.7, 0.2, 0.1], [0.0, 1.0, 2.0], 10.0)  # >= Δ_max
@@ -373,16 +486,31 @@ def kl_rl(p, r, delta) -> KLRLResult:
     ([0.0, 0.0, 1.0], 2.0)
     """
     lam = solve_lambda(p, r, delta)
-    p, r, _ = _prep(p, r, 0.0)
+    p, r, lam = _prep(p, r, lam)
     policy = jnp.exp(_log_tilt(p, r, lam))
     mean, _, kl = _moments(p, r, lam)
     return KLRLResult(policy=policy, lam=lam, reward=mean, kl=kl)
 
 
-def kl_regularized(p, r, beta):
-    r"""Solution ``φ_{1/β}`` of ``max_q E_q r - β KL(q || p)`` (THEORY.md §3).
+def kl_regularized(p: ArrayLike, r: ArrayLike, beta: ArrayLike) -> jax.Array:
+    r"""Solution of the KL-regularised problem (THEORY.md §3).
 
-    ``beta`` must be ``> 0``; ``beta = inf`` returns ``p``.
+    .. math:: \arg\max_q\ E_q r - β\,\mathrm{KL}(q \| p) = φ_{1/β}
+
+    ``beta`` must be ``> 0``; ``beta = inf`` returns ``p``. Yang et al.
+    (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(..., k)``.
+      r: per-token rewards, shape ``(..., k)``.
+      beta: regularisation strength ``β > 0``, broadcasting against the batch.
+
+    Returns:
+      The optimal policy ``φ_{1/β}``, shape ``batch + (k,)``.
+
+    >>> import asymalign as aa
+    >>> aa.kl_regularized([0.5, 0.5], [0.0, 1.0], float("inf")).tolist()
+    [0.5, 0.5]
     """
     check_nonneg(beta, "beta")
     if jnp.ndim(beta) == 0 and is_concrete(beta) and float(beta) == 0:

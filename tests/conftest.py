@@ -1,11 +1,17 @@
-"""Test configuration: float64 reference precision and hypothesis profiles.
+"""Test configuration: float64 reference precision, strict JAX promotion, warnings as errors, hypothesis profiles.
 
 Profiles (select with HYPOTHESIS_PROFILE=...; CI=true selects "ci"):
   ci      - 30 examples per property, no deadline (JAX compile time).
   dev     - 60 examples (default locally).
   nightly - 500 examples.
-Shapes are drawn from a small fixed set (see strategies.py) so JAX does not
-recompile for every example.
+Shapes are drawn from a small fixed set (see asymalign.testing) so JAX does
+not recompile for every example.
+
+Strictness: ``jax_numpy_rank_promotion="raise"`` makes an implicit rank
+broadcast (a ``(k,)`` array meeting a ``(b, k)`` one without an explicit
+``[..., None]`` or ``broadcast_to``) an error, and every warning not listed in
+``_IGNORED_WARNINGS`` fails the test that raised it. A test that expects a
+warning asserts it with ``pytest.warns``.
 """
 
 import os
@@ -13,8 +19,33 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Known warnings from third-party code that say nothing about asymalign
+# ("action:message regex:category:module regex", pytest's -W syntax).
+_IGNORED_WARNINGS = [
+    # jax: some XLA versions warn that the CPU backend ignores a donated buffer.
+    "ignore:Some donated buffers were not usable:UserWarning",
+    # hypothesis: our composite strategies call jax while drawing (first draws compile).
+    "ignore::hypothesis.errors.NonInteractiveExampleWarning",
+    # pyarrow / pandas import-time deprecations on newer NumPy.
+    "ignore::DeprecationWarning:pyarrow.*",
+    "ignore::DeprecationWarning:pandas.*",
+    # mkdocs/markdown plugins (docs build test) use deprecated importlib APIs.
+    "ignore::DeprecationWarning:mkdocs.*",
+    "ignore::DeprecationWarning:pymdownx.*",
+    # jupyter_client (pulled in by some plugins) warns about platformdirs.
+    "ignore::DeprecationWarning:jupyter_client.*",
+]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("filterwarnings", "error")
+    for spec in _IGNORED_WARNINGS:  # added after "error": later lines win
+        config.addinivalue_line("filterwarnings", spec)
+
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=30, derandomize=True, **_common)
