@@ -182,6 +182,15 @@ def _pad(levels, log_prob, length=None):
     return jnp.concatenate([levels, top], axis=-1), jnp.concatenate([log_prob, fill], axis=-1)
 
 
+def _broadcast(rows, scalars=()):
+    """Broadcast per-level arrays ``(..., L)`` and scalars ``(...)`` to one batch shape
+    (explicitly, so vectorised kernels need no rank promotion)."""
+    rows = [jnp.asarray(x) for x in rows]
+    scalars = [jnp.asarray(x) for x in scalars]
+    batch = jnp.broadcast_shapes(*(x.shape[:-1] for x in rows), *(x.shape for x in scalars))
+    return [jnp.broadcast_to(x, batch + x.shape[-1:]) for x in rows], [jnp.broadcast_to(x, batch) for x in scalars]
+
+
 def _pad_host(levels, log_prob):
     """:func:`_pad` in NumPy, for a law held in host arrays (one device transfer)."""
     extra = _bucket(levels.size) - levels.size
@@ -339,7 +348,8 @@ def bon_vs_klrl_on_law(
     else:
         levels, log_prob = _pad(law.levels, law.log_prob)
     args = (jnp.asarray(delta, dt), jnp.asarray(lam, dt), jnp.asarray(rl_reward, dt))
-    return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, jnp.asarray(lumped)))
+    (levels, log_prob), (n, *args, lumped) = _broadcast((levels, log_prob), (n, *args, jnp.asarray(lumped)))
+    return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, lumped))
 
 
 @jax.jit

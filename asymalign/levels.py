@@ -34,6 +34,7 @@ from ._validate import check_nonneg, check_real, is_concrete
 from .best_of_n import (
     _bon_log_law,
     _bon_log_law_worst,
+    _broadcast,
     _level_kl,
     _log1mexp_neg_exp,
     _log_softplus,
@@ -41,7 +42,7 @@ from .best_of_n import (
     _tails,
     _win_from_tails,
 )
-from .sequence_laws import RewardLaw, _bucket
+from .sequence_laws import RewardLaw
 from .tilting import _solve_lambda_b
 
 __all__ = [
@@ -103,12 +104,16 @@ def _like(law: RewardLaw, log_prob) -> RewardLaw:
     return RewardLaw(levels, jnp.broadcast_to(log_prob, levels.shape), law.n, law.fingerprint)
 
 
-def _apply(kernel, law: RewardLaw, *params) -> RewardLaw:
-    """Pad ``law`` to its bucket, run the vectorised ``kernel``, slice back."""
+def _apply(kernel, law: RewardLaw, *params, rows=()) -> RewardLaw:
+    """Pad ``law`` (and the per-level ``rows``) to its bucket, broadcast, run the
+    vectorised ``kernel(levels, log_prob, *rows, *params)``, slice back."""
     length = law.levels.shape[-1]
     dt = law.log_prob.dtype
-    out = kernel(*_pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob)), *(jnp.asarray(x, dt) for x in params))
-    return _like(law, out[..., :length])
+    levels, log_prob = _pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob))
+    padded = [_pad(levels[..., :length], jnp.asarray(x, dt))[1] for x in rows]  # zeros would do; -inf is harmless
+    padded = [jnp.where(jnp.isfinite(x), x, 0.0) for x in padded]
+    arrays, scalars = _broadcast((levels, log_prob, *padded), [jnp.asarray(x, dt) for x in params])
+    return _like(law, kernel(*arrays, *scalars)[..., :length])
 
 
 def pad_law(law: RewardLaw, length: int | None = None) -> RewardLaw:
@@ -278,10 +283,7 @@ def level_tilt(law: RewardLaw, score: jax.typing.ArrayLike, beta: jax.typing.Arr
     check_real(beta, "beta", allow_inf=True)
     if is_concrete(beta) and np.any(np.asarray(beta) <= 0):
         raise ValueError(f"beta must be > 0, got {np.min(np.asarray(beta))!r}")
-    length = law.levels.shape[-1]
-    score = jnp.asarray(score, law.log_prob.dtype)
-    score = jnp.concatenate([score, jnp.zeros(score.shape[:-1] + (_bucket(length) - length,), score.dtype)], -1)
-    return _apply(lambda lv, lp, b: _vec_tilt(lv, lp, score, b), law, beta)
+    return _apply(_vec_tilt, law, beta, rows=(score,))
 
 
 def _check_score(law, score) -> None:
@@ -371,7 +373,8 @@ def calibrated_reward(law: RewardLaw) -> jax.Array:
     _check_law(law)
     length = law.levels.shape[-1]
     dt = law.log_prob.dtype
-    return _vec_calibrated(*_pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob)))[..., :length]
+    rows, _ = _broadcast(_pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob)))
+    return _vec_calibrated(*rows)[..., :length]
 
 
 def win_rate(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
@@ -394,7 +397,7 @@ def win_rate(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
     dt = jnp.result_type(law_a.log_prob, law_b.log_prob)
     levels, log_a = _pad(jnp.asarray(law_a.levels, dt), jnp.asarray(law_a.log_prob, dt))
     _, log_b = _pad(jnp.asarray(law_b.levels, dt), jnp.asarray(law_b.log_prob, dt), levels.shape[-1])
-    return _vec_win(levels, log_a, log_b)
+    return _vec_win(*_broadcast((levels, log_a, log_b))[0])
 
 
 def inference_win_rate(
@@ -425,7 +428,8 @@ def inference_win_rate(
     dt = jnp.result_type(law.log_prob, ref.log_prob)
     levels, log_q = _pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob, dt))
     _, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob, dt), levels.shape[-1])
-    return _vec_inference_win(levels, log_q, log_ref, jnp.asarray(log_num_samples, dt), jnp.asarray(worst))
+    rows, scalars = _broadcast((levels, log_q, log_ref), (jnp.asarray(log_num_samples, dt), jnp.asarray(worst)))
+    return _vec_inference_win(*rows, *scalars)
 
 
 def law_kl(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:

@@ -72,10 +72,10 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     log_nm1 = log_n + nx.log1mexp(-log_n)  # log(N - 1), -inf for N = 1
 
     def log_f(u):
-        """``log`` of the integrand without the factor ``N P(s)``, shape ``u.shape + (L,)``."""
-        x = u[..., None] + lw  # u + log w_s
-        l1m = logsumexp(lp + _log1mexp_neg_exp(x), axis=-1)  # log(1 - M)
-        log_m = logsumexp(lp - jnp.exp(x), axis=-1)  # log M
+        """``log`` of the integrand without the factor ``N P(s)``, shape ``(len(u), L)``."""
+        x = u[:, None] + lw[None, :]  # u + log w_s
+        l1m = logsumexp(lp[None, :] + _log1mexp_neg_exp(x), axis=-1)  # log(1 - M)
+        log_m = logsumexp(lp[None, :] - jnp.exp(x), axis=-1)  # log M
         lnlm = jnp.where(
             l1m < -0.6931471805599453,
             _log_neg_log1m(jnp.where(l1m < -0.6931471805599453, l1m, -1.0)),
@@ -105,9 +105,9 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
         lo = jnp.clip(z + edges[:-1], ai, bi)
         hi = jnp.clip(z + edges[1:], ai, bi)
         mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
-        u = (mid[:, None] + half[:, None] * gx).reshape(-1)
+        u = (mid[:, None] + half[:, None] * gx[None, :]).reshape(-1)
         lwt = jnp.where(
-            half[:, None] > 0, jnp.log(jnp.where(half[:, None] > 0, half[:, None], 1.0)) + jnp.log(gw), -jnp.inf
+            half[:, None] > 0, jnp.log(jnp.where(half[:, None] > 0, half[:, None], 1.0)) + jnp.log(gw)[None, :], -jnp.inf
         )
         body = logsumexp(log_f(u) + lwt.reshape(-1)[:, None], axis=0)
         ends = log_f(jnp.stack([ai, bi]))

@@ -27,6 +27,50 @@ from scipy.special import logsumexp
 import asymalign as aa
 
 # ---------------------------------------------------------------------------
+# the old quantities, written with the level API (THEORY.md §10): one way each
+# ---------------------------------------------------------------------------
+
+
+def bon_log(law, log_num_samples):
+    return aa.best_of_n(law, log_num_samples).log_prob
+
+
+def won_log(law, log_num_samples):
+    return aa.best_of_n(law, log_num_samples, worst=True).log_prob
+
+
+def bon_kl(law, log_num_samples):
+    return aa.law_kl(aa.best_of_n(law, log_num_samples), law)
+
+
+def bon_reward(law, log_num_samples):
+    return aa.law_mean(aa.best_of_n(law, log_num_samples))
+
+
+def bon_win(law, log_num_samples):
+    return aa.win_rate(aa.best_of_n(law, log_num_samples), law)
+
+
+def tilted_log(law, lam):
+    """log φ_λ^n on the levels: level_tilt by sign(λ)·s at temperature 1/|λ|; λ = ±inf
+    is solve_level_tilt at an infinite budget (mass on the extreme level)."""
+    if isinstance(lam, float | int | np.floating) and math.isinf(lam):
+        return aa.solve_level_tilt(law, math.copysign(1.0, lam) * law.levels, math.inf).law.log_prob
+    lam = jnp.asarray(lam, law.log_prob.dtype)
+    return aa.level_tilt(law, jnp.sign(lam)[..., None] * law.levels, 1.0 / jnp.abs(lam)).log_prob
+
+
+def level_kl(log_q, log_p, law):
+    return aa.law_kl(aa.RewardLaw(law.levels, log_q, law.n), aa.RewardLaw(law.levels, log_p, law.n))
+
+
+def _bon_window(p, r, n, deltas):
+    from asymalign.best_of_n import _bon_window as window
+
+    return window(*aa.pushforward(p, r), n, deltas, aa.solve_lambda(p, r, deltas))
+
+
+# ---------------------------------------------------------------------------
 # laws, padding, references
 # ---------------------------------------------------------------------------
 
@@ -131,14 +175,14 @@ def test_n_equal_one_is_the_reference(model):
     p, r, n, law = model
     pl, inner = padded(law)
     lp = np.asarray(law.log_prob)
-    for f in (aa.bon_level_law, aa.worst_of_n_level_law):
+    for f in (bon_log, won_log):
         got = np.asarray(f(pl, 0.0))
         np.testing.assert_allclose(got[inner], lp, rtol=1e-12, atol=1e-12)
         assert np.all(got[: inner.start] == -np.inf) and np.all(got[inner.stop :] == -np.inf)
-    assert abs(_lg(aa.bon_kl(pl, 0.0))) <= 1e-12
-    assert abs(_lg(aa.bon_win_rate(pl, 0.0)) - 0.5) <= 1e-12
+    assert abs(_lg(bon_kl(pl, 0.0))) <= 1e-12
+    assert abs(_lg(bon_win(pl, 0.0)) - 0.5) <= 1e-12
     mean = float(np.sum(np.exp(lp) * np.asarray(law.levels)))
-    assert abs(_lg(aa.bon_reward(pl, 0.0)) - mean) <= 1e-12 * max(1.0, np.abs(np.asarray(law.levels)).max())
+    assert abs(_lg(bon_reward(pl, 0.0)) - mean) <= 1e-12 * max(1.0, np.abs(np.asarray(law.levels)).max())
     assert _lg(aa.bon_kl_bound(0.0)) == 0.0
 
 
@@ -148,8 +192,8 @@ def test_bon_and_won_match_direct_formula(model, N):
     pl, inner = padded(law)
     log_n = math.log(N)
     B, W, Pg, Fm, F = np_bon_parts(law.levels, law.log_prob, N)
-    got_b = np.exp(np.asarray(aa.bon_level_law(pl, log_n)))
-    got_w = np.exp(np.asarray(aa.worst_of_n_level_law(pl, log_n)))
+    got_b = np.exp(np.asarray(bon_log(pl, log_n)))
+    got_w = np.exp(np.asarray(won_log(pl, log_n)))
     # absolute error of the naive formula is ~N·1e-16; relative accuracy where it is reliable
     np.testing.assert_allclose(got_b[inner], B, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got_w[inner], W, rtol=1e-9, atol=1e-12)
@@ -157,23 +201,23 @@ def test_bon_and_won_match_direct_formula(model, N):
     assert abs(got_b.sum() - 1) <= 1e-12 and abs(got_w.sum() - 1) <= 1e-12
     lv = np.asarray(law.levels)
     scale = max(1.0, np.abs(lv).max())
-    assert abs(_lg(aa.bon_reward(pl, log_n)) - np.sum(B * lv)) <= 1e-10 * scale
-    assert abs(_lg(aa.bon_win_rate(pl, log_n)) - np_win_rate(law.levels, law.log_prob, N)) <= 1e-10
-    assert abs(_lg(aa.bon_kl(pl, log_n)) - np_kl(B, law.log_prob)) <= 1e-9
+    assert abs(_lg(bon_reward(pl, log_n)) - np.sum(B * lv)) <= 1e-10 * scale
+    assert abs(_lg(bon_win(pl, log_n)) - np_win_rate(law.levels, law.log_prob, N)) <= 1e-10
+    assert abs(_lg(bon_kl(pl, log_n)) - np_kl(B, law.log_prob)) <= 1e-9
     # the KL of BoN never exceeds the quoted bound
-    assert _lg(aa.bon_kl(pl, log_n)) <= log_n - (N - 1) / N + 1e-12
+    assert _lg(bon_kl(pl, log_n)) <= log_n - (N - 1) / N + 1e-12
 
 
 def test_best_of_two_by_hand():
     """Fair coin, n = 1, N = 2: B = (1/4, 3/4), KL = ¼ log ½ + ¾ log (3/2), win = 5/8."""
     law = aa.reward_law(np.array([0.5, 0.5]), np.array([0.0, 1.0]), 1)
     ln2 = math.log(2.0)
-    np.testing.assert_allclose(np.exp(np.asarray(aa.bon_level_law(law, ln2))), [0.25, 0.75], rtol=1e-14)
-    np.testing.assert_allclose(np.exp(np.asarray(aa.worst_of_n_level_law(law, ln2))), [0.75, 0.25], rtol=1e-14)
+    np.testing.assert_allclose(np.exp(np.asarray(bon_log(law, ln2))), [0.25, 0.75], rtol=1e-14)
+    np.testing.assert_allclose(np.exp(np.asarray(won_log(law, ln2))), [0.75, 0.25], rtol=1e-14)
     kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
-    assert abs(_lg(aa.bon_kl(law, ln2)) - kl) <= 1e-14
-    assert abs(_lg(aa.bon_win_rate(law, ln2)) - 0.625) <= 1e-14
-    assert abs(_lg(aa.bon_reward(law, ln2)) - 0.75) <= 1e-14
+    assert abs(_lg(bon_kl(law, ln2)) - kl) <= 1e-14
+    assert abs(_lg(bon_win(law, ln2)) - 0.625) <= 1e-14
+    assert abs(_lg(bon_reward(law, ln2)) - 0.75) <= 1e-14
     assert kl < _lg(aa.bon_kl_bound(ln2))  # ties: strictly below log 2 - 1/2
 
 
@@ -215,7 +259,7 @@ def test_huge_n_upper_tail_matches_mpmath_and_naive_fails(worst):
     q = 0.7 if worst else 0.3
     law = aa.reward_law(np.array([1 - q, q]), np.array([0.0, 1.0]), n)
     ref = mp_binomial_bon(n, q, log_n, worst=worst)
-    f = aa.worst_of_n_level_law if worst else aa.bon_level_law
+    f = won_log if worst else bon_log
     got = np.asarray(f(law, log_n))
     assert got.shape == ref.shape and np.all(np.isfinite(ref))
     assert np.all(np.isfinite(got))
@@ -241,8 +285,8 @@ def test_huge_log_n_concentrates_on_top_level(log_n):
     # n = 256: P(top) = 0.3^256 = e^{-308} and N P(top) >= e^{692}: all mass on the top
     n = 256
     law = aa.reward_law(np.array([0.7, 0.3]), np.array([0.0, 1.0]), n)
-    b = np.asarray(aa.bon_level_law(law, log_n))
-    w = np.asarray(aa.worst_of_n_level_law(law, log_n))
+    b = np.asarray(bon_log(law, log_n))
+    w = np.asarray(won_log(law, log_n))
     assert _finite_logs(b) and _finite_logs(w)
     assert abs(b[-1]) <= 1e-12 and abs(w[0]) <= 1e-12
     # next level down: B = F^N - F(s-)^N ≈ exp(N log(1 - P(top))) ≈ exp(-N·0.3^n)
@@ -252,9 +296,9 @@ def test_huge_log_n_concentrates_on_top_level(log_n):
         assert abs(b[-2] - expected) <= 1e-9 * abs(expected)
     else:
         assert b[-2] == -np.inf
-    assert abs(_lg(aa.bon_reward(law, log_n)) - n) <= 1e-9
-    assert abs(_lg(aa.bon_win_rate(law, log_n)) - (1 - 0.5 * 0.3**n)) <= 1e-12
-    kl = _lg(aa.bon_kl(law, log_n))
+    assert abs(_lg(bon_reward(law, log_n)) - n) <= 1e-9
+    assert abs(_lg(bon_win(law, log_n)) - (1 - 0.5 * 0.3**n)) <= 1e-12
+    kl = _lg(bon_kl(law, log_n))
     assert abs(kl - (-n * math.log(0.3))) <= 1e-9 * n  # KL(δ_top || p^n) = -log P(top)
 
 
@@ -267,14 +311,14 @@ def test_small_n_keeps_levels_below_1e_minus_308(log_n):
     law = aa.reward_law(np.array([0.7, 0.3]), np.array([0.0, 1.0]), n)
     lp = np.asarray(law.log_prob)
     assert lp[-1] < -2000
-    b = np.asarray(aa.bon_level_law(law, log_n))
+    b = np.asarray(bon_log(law, log_n))
     assert np.all(np.isfinite(b))
     if log_n == 0.0:
         np.testing.assert_allclose(b, lp, rtol=1e-12)
-        np.testing.assert_allclose(np.asarray(aa.worst_of_n_level_law(law, 0.0)), lp, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(won_log(law, 0.0)), lp, rtol=1e-12)
     # upper tail (S(s) < 1e-300): B_N(s) = F(s)^N - F(s-)^N = N P(s) (1 + O(N S(s-)))
     np.testing.assert_allclose(b[-1000:], log_n + lp[-1000:], rtol=1e-12)
-    w = np.asarray(aa.worst_of_n_level_law(aa.reward_law(np.array([0.3, 0.7]), np.array([0.0, 1.0]), n), log_n))
+    w = np.asarray(won_log(aa.reward_law(np.array([0.3, 0.7]), np.array([0.0, 1.0]), n), log_n))
     np.testing.assert_allclose(w[:1000], log_n + lp[::-1][:1000], rtol=1e-12)
 
 
@@ -284,22 +328,22 @@ def test_zero_probability_tie_groups_give_no_nan():
     t = aa.law_from_types(p, r, n)
     assert np.sum(np.asarray(t.log_prob) == -np.inf) >= 2
     for log_n in (0.0, 1.0):
-        assert _lg(aa.bon_win_rate(t, log_n)) == pytest.approx(0.5, abs=1e-12)
-        assert _lg(aa.bon_kl(t, log_n)) == pytest.approx(0.0, abs=1e-12)
-        assert _lg(aa.bon_reward(t, log_n)) == 0.0
+        assert _lg(bon_win(t, log_n)) == pytest.approx(0.5, abs=1e-12)
+        assert _lg(bon_kl(t, log_n)) == pytest.approx(0.0, abs=1e-12)
+        assert _lg(bon_reward(t, log_n)) == 0.0
 
 
 def test_huge_log_n_short_of_the_top_level():
     """n = 2048: N P(top) = e^{1000 - 2465.7} ≪ 1, so B(top) ≈ N P(top) (relative 1e-9)."""
     n, log_n = 2048, 1e3
     law = aa.reward_law(np.array([0.7, 0.3]), np.array([0.0, 1.0]), n)
-    b = np.asarray(aa.bon_level_law(law, log_n))
+    b = np.asarray(bon_log(law, log_n))
     assert _finite_logs(b)
     assert abs(logsumexp(b)) <= 1e-10
     top = log_n + n * math.log(0.3)
     assert abs(b[-1] - top) <= 1e-9 * abs(top)
     # the chosen level sits where n·kl(s/n || 0.3) ≈ log N (Chernoff): about s/n = 0.79
-    mean = _lg(aa.bon_reward(law, log_n)) / n
+    mean = _lg(bon_reward(law, log_n)) / n
     assert 0.75 < mean < 0.82
 
 
@@ -315,8 +359,8 @@ def test_worst_of_n_mirrors_best_of_n(model, log_n):
     np.testing.assert_allclose(np.asarray(neg.levels), -np.asarray(law.levels)[::-1], atol=1e-12)
     pl, inner = padded(law)
     pn, inner_n = padded(neg)
-    w = np.asarray(aa.worst_of_n_level_law(pl, log_n))[inner]
-    b = np.asarray(aa.bon_level_law(pn, log_n))[inner_n][::-1]
+    w = np.asarray(won_log(pl, log_n))[inner]
+    b = np.asarray(bon_log(pn, log_n))[inner_n][::-1]
     assert _finite_logs(w)
     np.testing.assert_allclose(w, b, rtol=1e-10, atol=1e-12)
 
@@ -334,21 +378,21 @@ def test_no_ties_limit_uniform_many_levels(N):
     law = aa.RewardLaw(jnp.arange(L, dtype=jnp.float64), jnp.full(L, -math.log(L)), 1)
     log_n = math.log(N)
     bound = log_n - (N - 1) / N
-    kl = _lg(aa.bon_kl(law, log_n))
+    kl = _lg(bon_kl(law, log_n))
     assert abs(_lg(aa.bon_kl_bound(log_n)) - bound) <= 1e-14
     assert kl <= bound + 1e-12
     assert abs(kl - bound) <= N / L
-    assert abs(_lg(aa.bon_win_rate(law, log_n)) - N / (N + 1)) <= N / L
+    assert abs(_lg(bon_win(law, log_n)) - N / (N + 1)) <= N / L
 
 
 @given(small_laws(ties=True, nonconstant=True), st.floats(0.05, 30.0))
 def test_kl_strictly_below_bound_with_ties(model, log_n):
     p, r, n, law = model
     pl, _ = padded(law)
-    kl = _lg(aa.bon_kl(pl, log_n))
+    kl = _lg(bon_kl(pl, log_n))
     assert 0.0 < kl < _lg(aa.bon_kl_bound(log_n))
     # KL(π_N||p^n) <= log N: the chosen level's law has B_N <= N·P_n
-    b = np.asarray(aa.bon_level_law(pl, log_n))
+    b = np.asarray(bon_log(pl, log_n))
     lp = np.asarray(pl.log_prob)
     on = lp > -np.inf
     assert np.all(b[on] <= log_n + lp[on] + 1e-9)
@@ -397,10 +441,10 @@ def _check_types_vs_merged(t, m, log_n):
     tp = np.asarray(t.log_prob)
     on = tp > -np.inf  # types using a zero-probability letter carry -inf
     assert on.sum() > ml.size  # the test needs duplicates
-    bt = np.exp(np.asarray(aa.bon_level_law(t, log_n)))
-    bm = np.exp(np.asarray(aa.bon_level_law(m, log_n)))
-    wt = np.exp(np.asarray(aa.worst_of_n_level_law(t, log_n)))
-    wm = np.exp(np.asarray(aa.worst_of_n_level_law(m, log_n)))
+    bt = np.exp(np.asarray(bon_log(t, log_n)))
+    bm = np.exp(np.asarray(bon_log(m, log_n)))
+    wt = np.exp(np.asarray(won_log(t, log_n)))
+    wm = np.exp(np.asarray(won_log(m, log_n)))
     assert np.all(bt[~on] == 0) and np.all(wt[~on] == 0)
     tl, bt, wt, tp = tl[on], bt[on], wt[on], tp[on]
     # sum the per-entry law over the entries of each merged level
@@ -411,7 +455,7 @@ def _check_types_vs_merged(t, m, log_n):
     # within a tie group, B_N is shared in proportion to P
     pm = np.exp(np.asarray(m.log_prob))
     np.testing.assert_allclose(bt, bm[idx] * np.exp(tp) / pm[idx], rtol=1e-9, atol=1e-14)
-    for f in (aa.bon_kl, aa.bon_reward, aa.bon_win_rate):
+    for f in (bon_kl, bon_reward, bon_win):
         assert abs(_lg(f(t, log_n)) - _lg(f(m, log_n))) <= 1e-9 * max(1.0, abs(_lg(f(m, log_n)))), f.__name__
 
 
@@ -426,7 +470,7 @@ def test_tilted_level_law_equals_law_under_tilted_model(model, lam):
     span = np.ptp(r[p > 0])
     lam_r = lam / span if (span > 0 and np.isfinite(lam)) else lam  # λ·span in [-4, 4]
     pl, inner = padded(law)
-    got = np.asarray(aa.tilted_level_law(pl, lam_r))
+    got = np.asarray(tilted_log(pl, lam_r))
     assert not np.any(np.isnan(got))
     assert np.all(got[: inner.start] == -np.inf) and np.all(got[inner.stop :] == -np.inf)
     got = got[inner]
@@ -453,12 +497,12 @@ def test_tilted_level_law_lattice_law_with_gaps():
     law = jax.jit(aa.law_from_lattice, static_argnums=(1,))(jnp.asarray(log_w), n)
     lp = np.asarray(law.log_prob)
     assert np.any(lp == -np.inf)
-    got = np.asarray(aa.tilted_level_law(law, lam))
+    got = np.asarray(tilted_log(law, lam))
     assert np.all(got[lp == -np.inf] == -np.inf)
     ref = aa.reward_law(np_tilt(p, r, lam), r, n, method="types")
     np.testing.assert_allclose(got[np.asarray(ref.levels).astype(int)], np.asarray(ref.log_prob), atol=1e-9)
     for lam_inf, level in ((np.inf, 4 * n), (-np.inf, 0)):
-        t = np.asarray(aa.tilted_level_law(law, lam_inf))
+        t = np.asarray(tilted_log(law, lam_inf))
         assert t[level] == 0.0 and np.all(np.delete(t, level) == -np.inf)
 
 
@@ -530,10 +574,10 @@ def test_bon_vs_klrl_fields_are_level_law_quantities(n):
     log_n = n * delta
     assert abs(_lg(res.lam) - lam) <= 1e-9 * lam
     assert abs(_lg(res.rl_reward) - float(np_tilt(p, r, lam) @ r)) <= 1e-10
-    assert abs(_lg(res.bon_reward) - _lg(aa.bon_reward(law, log_n)) / n) <= 1e-12
-    assert abs(_lg(res.bon_kl) - _lg(aa.bon_kl(law, log_n)) / n) <= 1e-12
-    b = aa.bon_level_law(law, log_n)
-    kl_t = _lg(aa.level_kl(b, aa.tilted_level_law(law, lam))) / n
+    assert abs(_lg(res.bon_reward) - _lg(bon_reward(law, log_n)) / n) <= 1e-12
+    assert abs(_lg(res.bon_kl) - _lg(bon_kl(law, log_n)) / n) <= 1e-12
+    b = bon_log(law, log_n)
+    kl_t = _lg(level_kl(b, tilted_log(law, lam), law)) / n
     assert abs(_lg(res.bon_kl_to_tilt) - kl_t) <= 1e-9
     # and KL(π_N||φ^n) from THEORY §6 written out in NumPy: Σ B [log B - log P - λ s + nΛ]
     bb, lp, lv = np.asarray(b), np.asarray(law.log_prob), np.asarray(law.levels)
@@ -541,32 +585,28 @@ def test_bon_vs_klrl_fields_are_level_law_quantities(n):
     on = bb > -np.inf
     kl_np = np.sum(np.exp(bb[on]) * (bb[on] - lp[on] - lam * lv[on] + n_lam)) / n
     assert abs(_lg(res.bon_kl_to_tilt) - kl_np) <= 1e-9
-    assert abs(_lg(res.win_rate) - _lg(aa.bon_win_rate(law, log_n))) <= 1e-12
+    assert abs(_lg(res.win_rate) - _lg(bon_win(law, log_n))) <= 1e-12
 
 
 def test_bad_input_names_the_argument():
     p, r = np.array([0.2, 0.3, 0.5]), np.array([0.0, 1.0, 2.0])
     law = aa.reward_law(p, r, 5)
-    with pytest.raises(ValueError, match="^log_n"):
-        aa.bon_level_law(law, -1.0)
-    with pytest.raises(ValueError, match="^log_n"):
-        aa.worst_of_n_level_law(law, np.array([0.0, -1e-3]))
-    with pytest.raises(ValueError, match="^log_n"):
-        aa.bon_kl(law, np.nan)
-    with pytest.raises(ValueError, match="^log_n"):
-        aa.bon_reward(law, -2.0)
-    with pytest.raises(ValueError, match="^log_n"):
-        aa.bon_win_rate(law, -2.0)
-    with pytest.raises(ValueError, match="^log_n"):
+    with pytest.raises(ValueError, match="^log_num_samples"):
+        aa.best_of_n(law, -1.0)
+    with pytest.raises(ValueError, match="^log_num_samples"):
+        aa.best_of_n(law, np.array([0.0, -1e-3]), worst=True)
+    with pytest.raises(ValueError, match="^log_num_samples"):
+        aa.best_of_n(law, np.nan)
+    with pytest.raises(ValueError, match="^log_num_samples"):
         aa.bon_kl_bound(-0.5)
     with pytest.raises(ValueError, match="^law"):
-        aa.bon_level_law((law.levels, law.log_prob), 1.0)
+        aa.best_of_n((law.levels, law.log_prob), 1.0)
     with pytest.raises(ValueError, match="^law"):
-        aa.tilted_level_law(law.log_prob, 1.0)
-    with pytest.raises(ValueError, match="^lam"):
-        aa.tilted_level_law(law, np.nan)
-    with pytest.raises(ValueError, match="^log_q"):
-        aa.level_kl(np.zeros(3), np.zeros(4))
+        aa.level_tilt(law.log_prob, law.levels, 1.0)
+    with pytest.raises(ValueError, match="^beta"):
+        aa.level_tilt(law, law.levels, np.nan)
+    with pytest.raises(ValueError, match="^law_a and law_b"):
+        aa.law_kl(law, aa.reward_law(p, r, 4))
     # bon_vs_klrl
     with pytest.raises(ValueError, match="^n must"):
         aa.bon_vs_klrl(p, r, 0, 0.1)
@@ -596,15 +636,15 @@ def test_no_nan_for_valid_input(model, log_n):
     p, r, n, law = model
     pl, inner = padded(law)
     lv = np.asarray(law.levels)
-    for f in (aa.bon_level_law, aa.worst_of_n_level_law):
+    for f in (bon_log, won_log):
         b = np.asarray(f(pl, log_n))
         assert _finite_logs(b), f.__name__
         assert abs(logsumexp(b)) <= 1e-9
-    kl = _lg(aa.bon_kl(pl, log_n))
+    kl = _lg(bon_kl(pl, log_n))
     assert np.isfinite(kl) and -1e-12 <= kl <= _lg(aa.bon_kl_bound(log_n)) + 1e-9
-    w = _lg(aa.bon_win_rate(pl, log_n))
+    w = _lg(bon_win(pl, log_n))
     assert 0.5 - 1e-12 <= w <= 1.0
-    rew = _lg(aa.bon_reward(pl, log_n))
+    rew = _lg(bon_reward(pl, log_n))
     tol = 1e-9 * max(1.0, np.abs(lv).max())
     assert lv[0] - tol <= rew <= lv[-1] + tol
     assert rew >= float(np.exp(np.asarray(law.log_prob)) @ lv) - tol  # BoN never lowers the mean
@@ -615,11 +655,11 @@ def test_constant_rewards_single_level(log_n):
     p, r = np.array([0.3, 0.0, 0.7]), np.array([2.0, -1.0, 2.0])
     law = aa.reward_law(p, r, 9)
     assert np.asarray(law.levels).tolist() == [18.0]
-    assert np.asarray(aa.bon_level_law(law, log_n)).tolist() == [0.0]
-    assert np.asarray(aa.worst_of_n_level_law(law, log_n)).tolist() == [0.0]
-    assert _lg(aa.bon_kl(law, log_n)) == 0.0
-    assert _lg(aa.bon_win_rate(law, log_n)) == 0.5
-    assert _lg(aa.bon_reward(law, log_n)) == 18.0
+    assert np.asarray(bon_log(law, log_n)).tolist() == [0.0]
+    assert np.asarray(won_log(law, log_n)).tolist() == [0.0]
+    assert _lg(bon_kl(law, log_n)) == 0.0
+    assert _lg(bon_win(law, log_n)) == 0.5
+    assert _lg(bon_reward(law, log_n)) == 18.0
     res = aa.bon_vs_klrl(p, r, 9, 0.0, law=law)
     assert all(np.isfinite(np.asarray(x)) for x in res)
     assert _lg(res.bon_reward) == 2.0 and _lg(res.bon_kl) == 0.0
@@ -634,11 +674,11 @@ def test_jit_and_vmap_over_log_n():
     law = aa.reward_law(np.array([0.5, 0.2, 0.3]), np.array([0.0, 1.0, 2.5]), 6)
     log_ns = jnp.array([0.0, 0.5, 3.0, 50.0, 1e6])
     fns = {
-        "bon": aa.bon_level_law,
-        "won": aa.worst_of_n_level_law,
-        "kl": aa.bon_kl,
-        "reward": aa.bon_reward,
-        "win": aa.bon_win_rate,
+        "bon": bon_log,
+        "won": won_log,
+        "kl": bon_kl,
+        "reward": bon_reward,
+        "win": bon_win,
     }
     for name, f in fns.items():
         eager = np.stack([np.asarray(f(law, float(x))) for x in log_ns])
@@ -650,11 +690,11 @@ def test_jit_and_vmap_over_log_n():
         if name in ("bon", "win"):  # batching by broadcasting log_n
             got = np.asarray(f(law, log_ns))
             np.testing.assert_allclose(got, eager, rtol=1e-12, atol=1e-12, err_msg=name)
-    lams = jnp.array([-jnp.inf, -1.0, 0.0, 2.0, jnp.inf])
-    eager = np.stack([np.asarray(aa.tilted_level_law(law, float(x))) for x in lams])
-    np.testing.assert_allclose(np.asarray(jax.vmap(jax.jit(aa.tilted_level_law), (None, 0))(law, lams)), eager)
-    b = aa.bon_level_law(law, 2.0)
-    assert abs(_lg(jax.jit(aa.level_kl)(b, law.log_prob)) - _lg(aa.bon_kl(law, 2.0))) <= 1e-12
+    lams = jnp.array([-1.0, 0.0, 2.0])  # ±inf: test_tilted_level_law_lattice_law_with_gaps
+    eager = np.stack([np.asarray(tilted_log(law, float(x))) for x in lams])
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.jit(tilted_log), (None, 0))(law, lams)), eager)
+    b = bon_log(law, 2.0)
+    assert abs(_lg(jax.jit(level_kl)(b, law.log_prob, law)) - _lg(bon_kl(law, 2.0))) <= 1e-12
 
 
 def test_vmap_over_stacked_laws():
@@ -664,7 +704,7 @@ def test_vmap_over_stacked_laws():
     stacked = jax.vmap(lambda p: aa.law_from_types(p, jnp.asarray(r), n))(jnp.asarray(ps))
     assert stacked.levels.shape[0] == 3
     log_n = 4.0
-    for f in (aa.bon_kl, aa.bon_reward, aa.bon_win_rate, aa.bon_level_law, aa.worst_of_n_level_law):
+    for f in (bon_kl, bon_reward, bon_win, bon_log, won_log):
         batched = np.asarray(f(stacked, log_n))  # broadcasting over the stack
         mapped = np.asarray(jax.vmap(jax.jit(f), (0, None))(stacked, log_n))
         for i, p in enumerate(ps):
@@ -674,7 +714,7 @@ def test_vmap_over_stacked_laws():
     # and the merged law agrees with the stacked duplicate-level laws
     for i, p in enumerate(ps):
         m = aa.reward_law(p, r, n)
-        assert abs(np.asarray(aa.bon_kl(stacked, log_n))[i] - _lg(aa.bon_kl(m, log_n))) <= 1e-10
+        assert abs(np.asarray(bon_kl(stacked, log_n))[i] - _lg(bon_kl(m, log_n))) <= 1e-10
 
 
 def test_bon_vs_klrl_jit_in_delta():
@@ -741,8 +781,6 @@ def test_window_law_used_and_exact(p, r, n, deltas):
     levels are the full law's with the same log-probabilities, its lump holds
     exactly the mass below, the tilted mass it leaves out on either side is
     below e^-60, and bon_vs_klrl agrees with the full law."""
-    from asymalign.best_of_n import _bon_window
-
     p, r = np.array(p), np.array(r)
     full = aa.reward_law(p, r, n)
     found = _bon_window(p, r, n, deltas)
@@ -770,8 +808,6 @@ def test_window_law_used_and_exact(p, r, n, deltas):
 def test_window_law_not_used_where_it_cannot_be():
     """Δ >= Δ_max (λ* = inf), non-lattice rewards and most-levels windows fall
     back to the full law, with the same results as passing it."""
-    from asymalign.best_of_n import _bon_window
-
     p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.0])
     dmax = float(aa.max_kl(p, r))
     assert _bon_window(p, r, 200, dmax) is None
