@@ -9,6 +9,9 @@ quantity whose support condition fails is ``+inf`` (e.g. ``KL(q||p)`` with
 Rényi cross-entropy follows Thierrin, Alajaji and Linder (Entropy 2022):
 
 .. math:: H_α(q; s) = \frac{1}{1-α} \log \sum_x q(x) s(x)^{α-1}.
+
+The package is built around Yang, Salamatian, Sun, Suresh and Beirami,
+"Asymptotics of Language Model Alignment" (ISIT 2024, arXiv 2404.01730).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._validate import check_nonneg, check_prob
@@ -36,8 +40,7 @@ def _pair(q, p, qn, pn):
     check_prob(p, pn)
     if np.shape(q)[-1:] != np.shape(p)[-1:]:
         raise ValueError(
-            f"{qn} and {pn} must have the same alphabet size (last axis), got "
-            f"{np.shape(q)[-1]} and {np.shape(p)[-1]}"
+            f"{qn} and {pn} must have the same alphabet size (last axis), got {np.shape(q)[-1]} and {np.shape(p)[-1]}"
         )
     dt = nx.float_dtype(q, p)
     return nx.broadcast_batch([jnp.asarray(q, dt), jnp.asarray(p, dt)])
@@ -122,10 +125,19 @@ def _renyi_divergence(q, p, alpha):
 # ---------------------------------------------------------------------------
 
 
-def kl(q, p):
-    r"""Kullback–Leibler divergence ``KL(q || p) = Σ q log(q/p)``.
+def kl(q: ArrayLike, p: ArrayLike) -> jax.Array:
+    r"""Kullback–Leibler divergence (THEORY.md §2).
 
-    ``+inf`` when some ``q(x) > 0 = p(x)``; ``0 log 0 = 0``.
+    .. math:: \mathrm{KL}(q \| p) = \sum_x q(x) \log \frac{q(x)}{p(x)}
+
+    ``+inf`` when some ``q(x) > 0 = p(x)``; ``0 log 0 = 0``. The budget of
+    KL-constrained RL (Yang et al., ISIT 2024).
+
+    Args:
+      q, p: probability vectors, shape ``(..., k)`` (batch axes broadcast).
+
+    Returns:
+      ``KL(q || p) >= 0`` with the broadcast batch shape.
 
     >>> import asymalign as aa
     >>> float(aa.kl([0.5, 0.5], [0.5, 0.5]))
@@ -134,20 +146,47 @@ def kl(q, p):
     return _kl(*_pair(q, p, "q", "p"))
 
 
-def cross_entropy(q, s):
-    r"""Shannon cross-entropy ``H(q; s) = -Σ q log s`` (the ``α -> 1`` limit of
-    :func:`renyi_cross_entropy`). ``+inf`` when some ``q(x) > 0 = s(x)``."""
+def cross_entropy(q: ArrayLike, s: ArrayLike) -> jax.Array:
+    r"""Shannon cross-entropy (THEORY.md §5), the ``α -> 1`` limit of :func:`renyi_cross_entropy`.
+
+    .. math:: H(q; s) = -\sum_x q(x) \log s(x)
+
+    ``+inf`` when some ``q(x) > 0 = s(x)``. Yang et al. (ISIT 2024).
+
+    Args:
+      q, s: probability vectors, shape ``(..., k)`` (batch axes broadcast).
+
+    Returns:
+      ``H(q; s)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> round(float(aa.cross_entropy([1.0, 0.0], [0.5, 0.5])), 12)  # = log 2
+    0.69314718056
+    """
     return _cross_entropy(*_pair(q, s, "q", "s"))
 
 
-def entropy(p):
-    r"""Shannon entropy ``H(p) = -Σ p log p`` (``0 log 0 = 0``)."""
+def entropy(p: ArrayLike) -> jax.Array:
+    r"""Shannon entropy (THEORY.md §2).
+
+    .. math:: H(p) = -\sum_x p(x) \log p(x), \qquad 0 \log 0 = 0.
+
+    Args:
+      p: probability vector(s), shape ``(..., k)``.
+
+    Returns:
+      ``H(p)`` with the batch shape.
+
+    >>> import asymalign as aa
+    >>> round(float(aa.entropy([0.25, 0.25, 0.25, 0.25, 0.0])), 12)  # = log 4
+    1.38629436112
+    """
     check_prob(p, "p")
     p = jnp.asarray(p, nx.float_dtype(p))
     return _cross_entropy(p, p)
 
 
-def renyi_divergence(q, p, alpha):
+def renyi_divergence(q: ArrayLike, p: ArrayLike, alpha: ArrayLike) -> jax.Array:
     r"""Rényi divergence of order ``α >= 0`` (THEORY.md §2).
 
     .. math:: D_α(q\|p) = \frac{1}{α-1} \log \sum_x q(x)^α p(x)^{1-α}
@@ -155,23 +194,48 @@ def renyi_divergence(q, p, alpha):
     Limits: ``α = 1`` is ``KL(q||p)``; ``α = inf`` is ``log max_x q(x)/p(x)``;
     ``α = 0`` is ``-log p(supp q)``. ``+inf`` when ``α >= 1`` and ``q`` is not
     absolutely continuous w.r.t. ``p``. For a tilt,
-    ``D_α(φ_μ || p) = (Λ(αμ) - α Λ(μ)) / (α - 1)``.
+    ``D_α(φ_μ || p) = (Λ(αμ) - α Λ(μ)) / (α - 1)`` (Yang et al., ISIT 2024).
+
+    Args:
+      q, p: probability vectors, shape ``(..., k)``.
+      alpha: order ``α >= 0`` (``inf`` allowed), broadcasting against the batch.
+
+    Returns:
+      ``D_α(q || p)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> q, p = [0.9, 0.1], [0.5, 0.5]
+    >>> bool(abs(aa.renyi_divergence(q, p, 1.0) - aa.kl(q, p)) < 1e-15)
+    True
     """
     return _renyi_divergence(*_with_alpha(*_pair(q, p, "q", "p"), alpha))
 
 
-def renyi_entropy(p, alpha):
-    r"""Rényi entropy ``H_α(p) = log(Σ p^α) / (1 - α)`` for ``α >= 0``.
+def renyi_entropy(p: ArrayLike, alpha: ArrayLike) -> jax.Array:
+    r"""Rényi entropy of order ``α >= 0`` (THEORY.md §2).
+
+    .. math:: H_α(p) = \frac{1}{1-α} \log \sum_x p(x)^α
 
     ``α = 0``: ``log |supp p|``; ``α = 1``: Shannon entropy; ``α = inf``:
     ``-log max p``. Equals ``renyi_cross_entropy(p, p, α)``.
+
+    Args:
+      p: probability vector(s), shape ``(..., k)``.
+      alpha: order ``α >= 0`` (``inf`` allowed), broadcasting against the batch.
+
+    Returns:
+      ``H_α(p)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> round(float(aa.renyi_entropy([0.5, 0.25, 0.25], float("inf"))), 12)  # = log 2
+    0.69314718056
     """
     check_prob(p, "p")
     p = jnp.asarray(p, nx.float_dtype(p))
     return _renyi_cross_entropy(*_with_alpha(p, p, alpha))
 
 
-def renyi_cross_entropy(q, s, alpha):
+def renyi_cross_entropy(q: ArrayLike, s: ArrayLike, alpha: ArrayLike) -> jax.Array:
     r"""Rényi cross-entropy of ``q`` relative to ``s`` (THEORY.md §5).
 
     .. math:: H_α(q; s) = \frac{1}{1-α} \log \sum_x q(x)\, s(x)^{α-1},
@@ -181,6 +245,19 @@ def renyi_cross_entropy(q, s, alpha):
     Shannon cross-entropy ``-Σ q log s``; ``α = inf`` gives
     ``-log max_{q>0} s``. ``+inf`` when ``α <= 1`` and some ``q(x) > 0 = s(x)``,
     or when ``s`` vanishes on all of ``supp q``. With ``q_r = e^r / C`` the
-    reward's own distribution, ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)``.
+    reward's own distribution, ``ψ_λ(t) = t log C - t H_{1+t}(φ_λ; q_r)``
+    (Yang et al., ISIT 2024).
+
+    Args:
+      q, s: probability vectors, shape ``(..., k)``.
+      alpha: order ``α >= 0`` (``inf`` allowed), broadcasting against the batch.
+
+    Returns:
+      ``H_α(q; s)`` with the broadcast batch shape.
+
+    >>> import asymalign as aa
+    >>> q, s = [0.5, 0.5], [0.25, 0.75]
+    >>> bool(abs(aa.renyi_cross_entropy(q, s, 1.0) - aa.cross_entropy(q, s)) < 1e-15)
+    True
     """
     return _renyi_cross_entropy(*_with_alpha(*_pair(q, s, "q", "s"), alpha))
