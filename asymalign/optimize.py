@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._validate import check_model, check_nonneg, check_positive_int, is_concrete
@@ -155,11 +156,23 @@ def _scan_opt(step, state, num_steps):
 # ---------------------------------------------------------------------------
 
 
-def policy_objective(logits, p, r, beta):
-    r"""KL-regularised objective ``J_β(θ) = E_q r - β KL(q || p)``, ``q = softmax(θ)``.
+def policy_objective(logits: ArrayLike, p: ArrayLike, r: ArrayLike, beta: ArrayLike) -> jax.Array:
+    r"""KL-regularised objective of a softmax policy (THEORY.md §3, §9).
 
-    THEORY.md §3, §9. ``q`` lives on ``supp p`` (logits elsewhere are
-    ignored). Maximised by ``q = φ_{1/β}``, where its value is ``β Λ(1/β)``.
+    .. math:: J_β(θ) = E_q r - β\,\mathrm{KL}(q \| p), \qquad q = \mathrm{softmax}(θ) \text{ on } \mathrm{supp}\, p
+
+    ``q`` lives on ``supp p`` (logits elsewhere are ignored). Maximised by
+    ``q = φ_{1/β}``, where its value is ``β Λ(1/β)`` (Yang et al., ISIT 2024).
+    Differentiable in ``logits`` (``jax.grad`` gives the exact policy gradient).
+
+    Args:
+      logits: ``θ``, shape ``(k,)``.
+      p: reference, shape ``(k,)`` (zeros allowed).
+      r: per-token reward, shape ``(k,)``.
+      beta: regularisation strength ``β > 0``.
+
+    Returns:
+      ``J_β(θ)``, a scalar.
 
     >>> import jax.numpy as jnp, asymalign as aa
     >>> p, r = jnp.array([0.5, 0.5]), jnp.array([0.0, 1.0])
@@ -173,17 +186,20 @@ def policy_objective(logits, p, r, beta):
 
 
 def optimize_policy(
-    p,
-    r,
-    beta,
+    p: ArrayLike,
+    r: ArrayLike,
+    beta: ArrayLike,
     *,
     num_steps: int = 500,
     optimizer: optax.GradientTransformation | None = None,
-    init_logits=None,
+    init_logits: ArrayLike | None = None,
 ) -> PolicyOptResult:
     r"""Maximise ``E_q r - β KL(q || p)`` over ``q = softmax(θ)`` with exact gradients.
 
-    THEORY.md §9: converges to the closed form ``φ_{1/β}`` (:func:`kl_regularized`).
+    .. math:: \max_θ\ E_q r - β\,\mathrm{KL}(q \| p), \qquad q = \mathrm{softmax}(θ)
+
+    THEORY.md §9: converges to the closed form ``φ_{1/β}`` (:func:`kl_regularized`;
+    Yang et al., ISIT 2024).
     Gradients come from ``jax.grad`` of :func:`policy_objective`; the loop is a
     ``lax.scan`` of ``num_steps`` optax updates starting from ``θ = log p``
     (the reference) unless ``init_logits`` is given.
@@ -196,6 +212,9 @@ def optimize_policy(
       optimizer: an optax transformation (it *minimises* ``-J``); default
         ``optax.adam(0.05)``.
       init_logits: starting logits, shape ``(k,)``.
+
+    Returns:
+      A :class:`PolicyOptResult` with the whole trajectory.
 
     >>> import asymalign as aa
     >>> res = aa.optimize_policy([0.7, 0.2, 0.1], [0.0, 1.0, 2.0], 1.0, num_steps=2000)
@@ -227,15 +246,15 @@ def _optimize_policy(p, r, beta, theta0, *, opt, num_steps):
 
 
 def reinforce_policy(
-    key,
-    p,
-    r,
-    beta,
+    key: jax.Array,
+    p: ArrayLike,
+    r: ArrayLike,
+    beta: ArrayLike,
     num_samples: int,
     *,
     num_steps: int = 500,
     optimizer: optax.GradientTransformation | None = None,
-    init_logits=None,
+    init_logits: ArrayLike | None = None,
     baseline: bool = True,
 ) -> PolicyOptResult:
     r"""Maximise ``E_q r - β KL(q || p)`` with sampled REINFORCE gradients.
@@ -266,6 +285,9 @@ def reinforce_policy(
         vanish at the optimum, so the iterate only reaches a noise ball whose
         size is set by the final step size and ``m``.
 
+    Returns:
+      A :class:`PolicyOptResult` with the whole trajectory.
+
     >>> import jax, asymalign as aa
     >>> p, r = [0.7, 0.2, 0.1], [0.0, 1.0, 2.0]
     >>> res = aa.reinforce_policy(jax.random.key(0), p, r, 1.0, 64, num_steps=1000)
@@ -295,12 +317,42 @@ def _reinforce_grad(key, th, p, r, beta, logp, m, baseline=True):
     return jax.grad(surrogate)(th)
 
 
-def reinforce_gradient(key, logits, p, r, beta, num_samples: int, *, baseline: bool = True):
-    r"""One REINFORCE estimate of ``∇_θ J_β`` with a leave-one-out baseline (§9).
+def reinforce_gradient(
+    key: jax.Array,
+    logits: ArrayLike,
+    p: ArrayLike,
+    r: ArrayLike,
+    beta: ArrayLike,
+    num_samples: int,
+    *,
+    baseline: bool = True,
+) -> jax.Array:
+    r"""One REINFORCE estimate of ``∇_θ J_β`` with a leave-one-out baseline (THEORY.md §9).
+
+    .. math:: \hat g = \frac1m \sum_i (f(y_i) - b_i)\, ∇_θ \log q(y_i), \quad y_i \sim q,
+              \quad f = r - β \log\frac{q}{p}
 
     Unbiased: ``E[reinforce_gradient(...)] = jax.grad(policy_objective)(θ, p, r, β)``
     (see :func:`reinforce_policy` for the estimator), with or without the
-    leave-one-out baseline. ``num_samples >= 2``.
+    leave-one-out baseline ``b_i``. Williams (1992); Yang et al. (ISIT 2024)
+    for the closed form it converges to.
+
+    Args:
+      key: a ``jax.random`` key.
+      logits: ``θ``, shape ``(k,)``.
+      p, r, beta: as in :func:`policy_objective`.
+      num_samples: tokens drawn, ``m >= 2`` (static).
+      baseline: use the leave-one-out baseline (default).
+
+    Returns:
+      The gradient estimate, shape ``(k,)`` (zero off ``supp p``).
+
+    >>> import jax, asymalign as aa
+    >>> p, r = [0.5, 0.5], [0.0, 1.0]
+    >>> theta = jax.numpy.log(aa.kl_regularized(p, r, 1.0))  # the optimum: f is constant
+    >>> g = aa.reinforce_gradient(jax.random.key(0), theta, p, r, 1.0, 8)
+    >>> bool(abs(g).max() < 1e-12)
+    True
     """
     check_model(p, r)
     num_samples = check_positive_int(num_samples, "num_samples", minimum=2)
@@ -327,15 +379,15 @@ def _reinforce(key, p, r, beta, theta0, *, opt, num_steps, m, baseline):
 
 
 def optimize_constrained_policy(
-    p,
-    r,
-    delta,
+    p: ArrayLike,
+    r: ArrayLike,
+    delta: ArrayLike,
     *,
     num_steps: int = 3000,
     optimizer: optax.GradientTransformation | None = None,
     dual_optimizer: optax.GradientTransformation | None = None,
-    init_logits=None,
-    init_multiplier=1.0,
+    init_logits: ArrayLike | None = None,
+    init_multiplier: ArrayLike = 1.0,
 ) -> PolicyOptResult:
     r"""``max E_q r  s.t.  KL(q||p) <= Δ`` through its Lagrangian (THEORY.md §3, §9).
 
@@ -347,7 +399,8 @@ def optimize_constrained_policy(
     maximiser is ``φ_{1/μ}``; at the saddle point ``KL(φ_{1/μ*}||p) = Δ``, so
     the iterate converges to the KL-RL solution ``φ_{λ*}``, ``λ* = 1/μ*``
     (:func:`kl_rl`). Requires ``0 < Δ < Δ_max`` (at ``Δ >= Δ_max`` the
-    optimum ``λ* = inf`` is only approached, never reached).
+    optimum ``λ* = inf`` is only approached, never reached). Yang et al.
+    (ISIT 2024) for the closed form.
 
     Args:
       p, r: reference and reward, shape ``(k,)``.
