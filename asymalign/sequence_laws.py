@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
+from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._lattice import (  # noqa: F401  (_MIN_SCORE, _best_windows, _bucket, ... re-exported for _window_law)
@@ -98,16 +99,27 @@ jax.tree_util.register_dataclass(RewardLaw, data_fields=["levels", "log_prob"], 
 # ---------------------------------------------------------------------------
 
 
-def pushforward(p, r):
-    """Per-token reward law: distinct rewards on ``supp p`` and their probabilities.
+def pushforward(p: ArrayLike, r: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-token reward law: distinct rewards on ``supp p`` and their probabilities (THEORY.md §7).
 
-    THEORY.md §7: the law of ``r_n`` depends on ``(p, r)`` only through the
-    push-forward of ``p`` by ``r``. Rewards equal to within a relative
-    ``1e-12`` are merged. Host-side (NumPy) helper.
+    .. math:: w(v) = p(\{x : r(x) = v\}), \qquad v \in r(\mathrm{supp}\, p)
+
+    The law of ``r_n`` depends on ``(p, r)`` only through this push-forward of
+    ``p`` by ``r`` (Yang et al., ISIT 2024). Rewards equal to within a
+    relative ``1e-12`` are merged. Host-side (NumPy) helper.
+
+    Args:
+      p: reference probabilities, shape ``(k,)`` (zeros allowed).
+      r: per-token rewards, shape ``(k,)``.
 
     Returns:
       ``(values, weights)``: sorted distinct rewards and their probabilities
       (float64 NumPy arrays).
+
+    >>> import asymalign as aa
+    >>> values, weights = aa.pushforward([0.2, 0.3, 0.5, 0.0], [1.0, 0.0, 1.0, 7.0])
+    >>> values.tolist(), weights.tolist()
+    ([0.0, 1.0], [0.3, 0.7])
     """
     check_model(p, r)
     p = np.asarray(p, dtype=np.float64)
@@ -170,14 +182,29 @@ def _types_arrays(log_w, values, n):
     return levels, logp
 
 
-def law_from_types(p, r, n: int) -> RewardLaw:
+def law_from_types(p: ArrayLike, r: ArrayLike, n: int) -> RewardLaw:
     r"""Jittable types-method law of ``r_n`` (THEORY.md §7), levels *not* merged.
 
-    ``log P(c) = log n! - Σ log c_x! + Σ c_x log p(x)`` for every type ``c``,
-    level ``c · r``, sorted by level. ``p`` and ``r`` may be traced (``n`` and
-    the alphabet size are static). Tied levels are kept as separate entries;
-    the best-of-N functions handle them exactly. For merged, distinct levels
-    use :func:`reward_law`.
+    .. math:: \log P(c) = \log n! - \sum_x \log c_x! + \sum_x c_x \log p(x)
+              \quad\text{at level}\quad c \cdot r, \qquad \textstyle\sum_x c_x = n,
+
+    for every type ``c``, sorted by level. ``p`` and ``r`` may be traced
+    (``n`` and the alphabet size are static). Tied levels are kept as
+    separate entries; the best-of-N functions handle them exactly. For merged,
+    distinct levels use :func:`reward_law`. Yang et al. (ISIT 2024).
+
+    Args:
+      p: reference probabilities, shape ``(k,)``.
+      r: per-token rewards, shape ``(k,)``.
+      n: sequence length (static, ``>= 1``).
+
+    Returns:
+      A :class:`RewardLaw` with ``C(n+k-1, k-1)`` entries.
+
+    >>> import asymalign as aa
+    >>> law = aa.law_from_types([0.5, 0.5], [0.0, 1.0], 2)
+    >>> law.levels.tolist(), law.prob.round(12).tolist()
+    ([0.0, 1.0, 2.0], [0.25, 0.5, 0.25])
     """
     n = check_positive_int(n, "n")
     check_model(p, r)
@@ -218,8 +245,15 @@ def _types_law_host(values, weights, n):
     return levels[starts], out_lp
 
 
-def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) -> RewardLaw:
+def law_from_lattice(
+    log_w: ArrayLike, n: int, a: ArrayLike = 0.0, h: ArrayLike = 1.0, num_tilts: int | None = None
+) -> RewardLaw:
     r"""Jittable lattice-method law of ``r_n = n a + h M_n`` (THEORY.md §7).
+
+    .. math:: P(M_n = s) = Q_n^θ(s)\, e^{-θ s + n Λ_w(θ)}, \qquad Q_n^θ = (w_θ)^{*n},
+
+    each level read from the tilted FFT window where it is closest to the
+    centre (full relative accuracy; Yang et al., ISIT 2024, for the law).
 
     Args:
       log_w: log-probabilities of the per-token lattice index ``m = 0..span``
@@ -238,6 +272,11 @@ def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) 
       jittable path has no fallback for levels no tilt resolves (a letter
       with a tiny probability such as 1e-20 makes the law far from
       log-concave; those levels may lose relative accuracy).
+
+    >>> import jax.numpy as jnp, asymalign as aa
+    >>> law = aa.law_from_lattice(jnp.log(jnp.array([0.5, 0.5])), 2)
+    >>> law.levels.tolist(), law.prob.round(12).tolist()
+    ([0.0, 1.0, 2.0], [0.25, 0.5, 0.25])
     """
     n = check_positive_int(n, "n")
     log_w = jnp.asarray(log_w, nx.float_dtype(log_w))
@@ -255,8 +294,13 @@ def law_from_lattice(log_w, n: int, a=0.0, h=1.0, num_tilts: int | None = None) 
 # ---------------------------------------------------------------------------
 
 
-def reward_law(p, r, n: int, method: str = "auto") -> RewardLaw:
+def reward_law(p: ArrayLike, r: ArrayLike, n: int, method: str = "auto") -> RewardLaw:
     r"""Exact law of the total reward ``r_n = Σ r(y_i)`` under ``p^n`` (THEORY.md §7).
+
+    .. math:: P(r_n = s) = \sum_{y:\ r_n(y) = s} \prod_i p(y_i)
+
+    (Yang et al., ISIT 2024: best-of-N and every level policy are functions of
+    this law.)
 
     Host-side constructor (its output size depends on the data, so it is not
     jittable itself; the returned :class:`RewardLaw` is a pytree that every
