@@ -505,13 +505,19 @@ def test_soft_best_of_n_limits_and_shared_samples():
     # Same key: the soft rule sees the same sequences as the hard one. τ = 1e-3
     # on integer levels picks a top level every time (exp(-1000) ≈ 0), so the
     # rewards equal best-of-N's bit for bit; τ = ∞ picks uniformly: the reference law.
-    hard, soft0 = twin("hard"), twin("soft0")
+    hard, _, _ = twin("hard"), twin("soft"), twin("poisson")
+    compiled = sim_mod._simulate._cache_size()
+    soft0 = twin("soft0")
     np.testing.assert_array_equal(np.asarray(soft0.rewards), np.asarray(hard.rewards))
     np.testing.assert_array_equal(np.asarray(hard.num_drawn), TNUM)
     levels, prob = np_level_law(TP, TR, TN)
     x = np.asarray(twin("softinf").rewards)
     assert levels_agree(x, levels, prob) and not levels_agree(x, levels, shifted_up(prob))
     assert np.all(np.asarray(twin("soft").rewards) <= np.asarray(hard.rewards))
+    # The temperature and the Poisson mean (within a size class) are not static:
+    # τ = 1e-3, ∞ and μ = 2.5 reuse the programs compiled for τ = 0.7 and μ = 3.
+    aa.simulate_best_of_poisson(KEY, TP, TR, TN, 2.5, TTRIALS, g=TG, return_tokens=True)
+    assert sim_mod._simulate._cache_size() == compiled
 
 
 @pytest.mark.skipif(not hasattr(aa, "soft_best_of_n"), reason="level laws (asymalign.levels) not available")
