@@ -8,6 +8,8 @@ Markdown would show verbatim. Before mkdocstrings renders a docstring:
   becomes a display formula ``$$ … $$`` (MathJax through pymdownx.arithmatex);
 * ``:func:`~a.b.c``` becomes ```c``` and ``:mod:`a.b``` becomes ```a.b```
   (plain code, never a link that could break the strict build);
+* an RST literal-block marker ``::`` is dropped (the indented block below is a
+  Markdown code block already);
 * a doctest (``>>>`` lines and their output, up to a blank line) becomes a
   ``pycon`` code block wherever it stands (Markdown would read ``>>>`` as nested
   block quotes and ``[a]\n[b]`` output as a reference link).
@@ -66,7 +68,12 @@ def rst_to_markdown(text: str) -> str:
             continue
         m = _MATH.match(lines[i])
         if not m:
-            out.append(_ROLE.sub(_role, lines[i]))
+            line = _ROLE.sub(_role, lines[i])
+            if line.strip() == "::":  # RST literal-block marker on its own line: the indented block follows
+                line = ""
+            elif line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
+                line = line.rstrip()[:-1]  # "Example::" -> "Example:"
+            out.append(line)
             i += 1
             continue
         pad, body = m.group(1), [m.group(2)] if m.group(2).strip() else []

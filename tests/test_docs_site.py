@@ -158,6 +158,7 @@ def test_include_directives_and_rst_conversion(tmp_path):
     doc = "Law.\n\n.. math:: B_N(s) = F(s)^N\n          - F(s-)^N\n\nSee :func:`~asymalign.kl` and :mod:`asymalign.markov`."
     assert rst.rst_to_markdown(doc) == (
         "Law.\n\n$$\nB_N(s) = F(s)^N\n- F(s-)^N\n$$\n\nSee `kl` and `asymalign.markov`.")
+    assert rst.rst_to_markdown("Config::\n\n    a = 1\n\n::\n\n    b") == "Config:\n\n    a = 1\n\n\n\n    b"
     doc = "Returns:\n  x.\n\n>>> [round(v, 1) for v in (1, 2)]\n[1, 2]\n\nText :func:`f`.\n```\n:func:`kept`\n```"
     assert rst.rst_to_markdown(doc) == (
         "Returns:\n  x.\n\n```pycon\n>>> [round(v, 1) for v in (1, 2)]\n[1, 2]\n```\n\nText `f`.\n```\n:func:`kept`\n```")
