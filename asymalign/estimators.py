@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.typing
 import numpy as np
 from jax.scipy.special import gammaln
 
@@ -61,7 +62,7 @@ def _check_atol(atol):
             raise ValueError(f"atol must be >= 0, got {atol!r}")
 
 
-def mc_mean(x) -> Estimate:
+def mc_mean(x: jax.typing.ArrayLike) -> Estimate:
     r"""Sample mean and its standard error along the last axis (trials).
 
     .. math:: \bar x = \frac1m \sum_t x_t, \qquad
@@ -89,7 +90,9 @@ def _mean(x):
     return Estimate(mean, jnp.sqrt(var / m))
 
 
-def mc_level_frequencies(rewards, levels, atol=None) -> LevelFrequencies:
+def mc_level_frequencies(
+    rewards: jax.typing.ArrayLike, levels: jax.typing.ArrayLike, atol: jax.typing.ArrayLike | None = None
+) -> LevelFrequencies:
     r"""How often each level was chosen, with binomial standard errors (THEORY.md §8).
 
     Each reward is matched to its nearest level and counted there if within
@@ -140,7 +143,15 @@ def _level_frequencies(x, lv, atol):
     return LevelFrequencies(freq, jnp.sqrt(freq * (1 - freq) / m))
 
 
-def mc_win_rate(key, rewards, p, r, n: int, *, atol=None) -> Estimate:
+def mc_win_rate(
+    key: jax.Array,
+    rewards: jax.typing.ArrayLike,
+    p: jax.typing.ArrayLike,
+    r: jax.typing.ArrayLike,
+    n: int,
+    *,
+    atol: jax.typing.ArrayLike | None = None,
+) -> Estimate:
     r"""Win rate of the chosen sequences against fresh reference draws (THEORY.md §6, §8).
 
     For each trial ``t`` draws one independent ``Y'_t ~ p^n`` (with the same
@@ -294,7 +305,7 @@ def _nakano(x, gold, nums, atol, worst):
 
 
 def mc_bon_gold_unbiased(
-    key,
+    key: jax.Array,
     p: jax.typing.ArrayLike,
     r: jax.typing.ArrayLike,
     g: jax.typing.ArrayLike,

@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.typing
 import numpy as np
 
 from . import _numerics as nx
@@ -175,7 +176,7 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
 
 
 def simulate_bon(
-    key,
+    key: jax.Array,
     p: jax.typing.ArrayLike,
     r: jax.typing.ArrayLike,
     n: int,
@@ -265,7 +266,7 @@ def simulate_bon(
 
 
 def simulate_best_of_poisson(
-    key,
+    key: jax.Array,
     p: jax.typing.ArrayLike,
     r: jax.typing.ArrayLike,
     n: int,
@@ -329,7 +330,7 @@ def simulate_best_of_poisson(
 
 
 def simulate_draws(
-    key,
+    key: jax.Array,
     p: jax.typing.ArrayLike,
     r: jax.typing.ArrayLike,
     n: int,
