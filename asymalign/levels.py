@@ -339,16 +339,17 @@ def solve_level_tilt(law: RewardLaw, score: jax.typing.ArrayLike, delta: jax.typ
     check_real(delta, "delta", allow_inf=True)
     check_nonneg(delta, "delta")
     dt = law.log_prob.dtype
-    p = jnp.exp(jnp.asarray(law.log_prob))
-    score = jnp.asarray(score, dt)
-    lam = _solve_lambda_b(p, score, jnp.asarray(delta, dt))
+    (log_p, score), (delta,) = _broadcast(
+        (jnp.asarray(law.log_prob), jnp.asarray(score, dt)), (jnp.asarray(delta, dt),)
+    )
+    lam = _solve_lambda_b(jnp.exp(log_p), score, delta)
     beta = 1.0 / lam
-    tilted = level_tilt(law, score, jnp.where(beta > 0, beta, jnp.inf))
+    tilted = level_tilt(_like(law, log_p), score, jnp.where(beta > 0, beta, jnp.inf))
     # β = 0: P conditioned on the argmax set of the score.
-    on = law.log_prob > -jnp.inf
+    on = log_p > -jnp.inf
     top = jnp.max(jnp.where(on, score, -jnp.inf), axis=-1, keepdims=True)
     arg = on & (score == top)
-    cond = jnp.where(arg, law.log_prob, -jnp.inf)
+    cond = jnp.where(arg, log_p, -jnp.inf)
     cond = cond - jax.scipy.special.logsumexp(cond, axis=-1, keepdims=True)
     log_q = jnp.where((beta == 0)[..., None], cond, tilted.log_prob)
     return LevelTilt(beta, _like(law, log_q))
@@ -447,7 +448,7 @@ def law_kl(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
     """
     _check_same_levels(law_a, law_b, "law_a", "law_b")
     dt = jnp.result_type(law_a.log_prob, law_b.log_prob)
-    return _level_kl(jnp.asarray(law_a.log_prob, dt), jnp.asarray(law_b.log_prob, dt))
+    return _level_kl(*_broadcast((jnp.asarray(law_a.log_prob, dt), jnp.asarray(law_b.log_prob, dt)))[0])
 
 
 def law_mean(law: RewardLaw) -> jax.Array:
@@ -460,5 +461,6 @@ def law_mean(law: RewardLaw) -> jax.Array:
     2.0
     """
     _check_law(law)
-    on = law.log_prob > -jnp.inf
-    return jnp.sum(jnp.where(on, jnp.exp(law.log_prob) * law.levels, 0.0), axis=-1)
+    (levels, log_prob), _ = _broadcast((law.levels, law.log_prob))
+    on = log_prob > -jnp.inf
+    return jnp.sum(jnp.where(on, jnp.exp(log_prob) * levels, 0.0), axis=-1)
