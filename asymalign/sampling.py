@@ -172,9 +172,10 @@ def _group_masses(c: np.ndarray, m: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _alias_table_host(masses: tuple, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer alias table for the law of ``m``-token groups (host side, cached)."""
-    group = _group_masses(np.asarray(masses, np.int64), m)
+def _alias_table_host(masses: bytes, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer alias table for the law of ``m``-token groups (host side, cached by the
+    bytes of the int64 token masses)."""
+    group = _group_masses(np.frombuffer(masses, np.int64).copy(), m)
     q = max(1, (group.size - 1).bit_length())
     cap = 1 << (32 - q)  # mass of one cell; the table holds 2^q · cap = 2^32
     mass = [int(v) for v in group] + [0] * ((1 << q) - group.size)
@@ -196,7 +197,7 @@ def _alias_table_host(masses: tuple, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _alias_table(p, m: int) -> _Alias:
-    thr, alias = _alias_table_host(tuple(int(v) for v in _token_masses(p)), m)
+    thr, alias = _alias_table_host(_token_masses(p).astype(np.int64).tobytes(), m)
     return _Alias(jnp.asarray(thr), jnp.asarray(alias))
 
 
