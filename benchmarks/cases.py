@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import baselines as bl
+import baselines_vectorised as bv
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +33,7 @@ from asymalign.simulation import _group_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FAMILIES = ("solve_lambda_grid", "rate_function_grid", "bon_exact", "bon_monte_carlo", "sweep")
+FAMILIES = ("solve_lambda_grid", "rate_function_grid", "bon_exact", "bon_monte_carlo", "sweep", "cold_start")
 
 
 @dataclasses.dataclass
@@ -78,6 +79,16 @@ def _random_models(rng, batch, k=8):
     return p, r
 
 
+def _median_time(fn, repeats):
+    """``(median seconds, last result)`` of ``repeats`` calls."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
 def _rel(a, b):
     a = np.asarray(a, float)
     b = np.asarray(b, float)
@@ -114,7 +125,13 @@ def solve_lambda_grid(scale):
         worst = float(_rel(lv[:200], lb200).max())
         assert worst < 1e-8, f"vectorised NumPy bisection disagrees with brentq: {worst:.3g}"
         med = float(np.median(times))
-        return {"baseline_vectorised_s": med, "ratio_vs_vectorised": med / rec["asymalign_s"]}
+        out = {"baseline_vectorised_s": med, "ratio_vs_vectorised": med / rec["asymalign_s"]}
+        # The strongest NumPy baseline (issue 11): safeguarded Newton over the whole batch.
+        med_n, ln = _median_time(lambda: bv.solve_lambda_newton(p, r, delta), 3 if scale != "tiny" else 1)
+        worst = float(_rel(ln[:200], lb200).max())
+        assert worst < 1e-8, f"vectorised NumPy Newton disagrees with brentq: {worst:.3g}"
+        out.update(baseline_newton_s=med_n, ratio_vs_newton=med_n / rec["asymalign_s"])
+        return out
 
     return [
         Case(
@@ -156,6 +173,14 @@ def rate_function_grid(scale):
         )
         return {"max_abs_diff": float(err.max()), "max_rel_diff": float(_rel(ia, ib)[ib > 1e-6].max())}
 
+    def extra(rec):
+        # The strongest NumPy baseline (issue 11): safeguarded Newton over the whole batch.
+        med_n, iv = _median_time(lambda: bv.rate_function_newton(p, r, x), 3 if scale != "tiny" else 1)
+        ib = bl.rate_function(p[:200], r[:200], x[:200])
+        err = np.abs(iv[:200] - ib)
+        assert np.all(err <= 1e-9 + 1e-6 * np.abs(ib)), f"vectorised NumPy Newton disagrees: {err.max():.3g}"
+        return {"baseline_newton_s": med_n, "ratio_vs_newton": med_n / rec["asymalign_s"]}
+
     return [
         Case(
             name="rate_function_grid",
@@ -167,7 +192,9 @@ def rate_function_grid(scale):
             repeats=_pick(scale, 3, 3, 1),
             budget_s=_pick(scale, 90.0, 20.0, 5.0),
             target={"ratio": 100},
-            note="baseline: scipy.optimize.minimize_scalar (Brent) of Λ(t) - t x per instance",
+            extra=extra,
+            note="baseline: scipy.optimize.minimize_scalar (Brent) of Λ(t) - t x per instance; "
+            "extra: vectorised NumPy Newton over the batch",
         )
     ]
 
@@ -541,10 +568,64 @@ def sweep(scale):
     return [Case(name="sweep", family="sweep", size="example sweep, 1 vs 4 forced host devices", custom=custom)]
 
 
+# ---------------------------------------------------------------------------
+# 6. time to first result in fresh processes (issue 11)
+# ---------------------------------------------------------------------------
+
+
+def cold_start(scale):
+    import cold_start as cs
+
+    names = ["solve_lambda"] if scale == "tiny" else list(cs.FUNCTIONS)
+    repeats = _pick(scale, 3, 1, 1)
+    size = "README quick start: p = (0.6, 0.3, 0.1), r = (0, 1, 2), Δ = 0.2, n = 1024"
+    cases = []
+    for name in names:
+        if not hasattr(aa, name):
+            cases.append(
+                Case(
+                    name=f"cold_start/{name}",
+                    family="cold_start",
+                    size=size,
+                    skipped=f"skipped: API missing (asymalign.{name})",
+                )
+            )
+            continue
+
+        def custom(name=name):
+            rec = cs.first_result(name, repeats)
+            base = rec.get("baseline_s")
+            rec.update(
+                size=size,
+                asymalign_s=rec["cold_s"],
+                compile_s=max(0.0, rec["cold_s"] - rec["warm_s"]),
+                baseline_s=base,
+                ratio=base / rec["cold_s"] if base else None,
+                ratio_warm=base / rec["warm_s"] if base else None,
+                note="fresh processes: import + first call; cold = empty persistent compilation cache, "
+                "warm = the same cache filled by the cold run; baseline = import numpy/scipy + first call",
+            )
+            return rec
+
+        cases.append(Case(name=f"cold_start/{name}", family="cold_start", size=size, custom=custom))
+    if scale == "full":
+        for which, label in (("reproduce", "asymalign reproduce --quick"), ("sweep", "asymalign sweep example.toml")):
+
+            def cli(which=which, label=label):
+                rec = cs.cli_cold_warm(which, repeats)
+                rec.update(size=label, asymalign_s=rec["cold_s"], compile_s=max(0.0, rec["cold_s"] - rec["warm_s"]))
+                rec.update(baseline_s=None, ratio=None)
+                return rec
+
+            cases.append(Case(name=f"cold_start/cli-{which}", family="cold_start", size=label, custom=cli))
+    return cases
+
+
 FACTORIES = {
     "solve_lambda_grid": solve_lambda_grid,
     "rate_function_grid": rate_function_grid,
     "bon_exact": bon_exact,
     "bon_monte_carlo": bon_monte_carlo,
     "sweep": sweep,
+    "cold_start": cold_start,
 }

@@ -305,10 +305,14 @@ def run_cases(quick=False, tiny=False, only=None, verbose=True, raise_on_failure
             try:
                 if case.custom is not None:
                     rec = case.custom()
-                    log(
-                        f"    1 device {rec['baseline_s']:.4g} s, 4 devices {rec['asymalign_s']:.4g} s, "
-                        f"speedup {rec['ratio']:.3g}, {rec['per_point_4dev_s'] * 1e3:.3g} ms/point (4 dev)"
-                    )
+                    if "per_point_4dev_s" in rec:
+                        log(
+                            f"    1 device {rec['baseline_s']:.4g} s, 4 devices {rec['asymalign_s']:.4g} s, "
+                            f"speedup {rec['ratio']:.3g}, {rec['per_point_4dev_s'] * 1e3:.3g} ms/point (4 dev)"
+                        )
+                    elif "cold_s" in rec:
+                        base = f"{rec['baseline_s']:.3g} s" if rec.get("baseline_s") else "—"
+                        log(f"    cold {rec['cold_s']:.3g} s, warm {rec['warm_s']:.3g} s, NumPy/SciPy {base}")
                 else:
                     rec = _measure(case, log)
             except Exception as e:  # recorded, reported, and re-raised after the other cases
@@ -402,7 +406,7 @@ def to_markdown(results: dict, gpu: dict | None = None) -> str:
         cols += [f"GPU asymalign ({g['device']})", "GPU ratio"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, rec in results.items():
-        if name.startswith("_") or name.endswith("/fit"):
+        if name.startswith("_") or name.endswith("/fit") or name.startswith("cold_start/"):
             continue
         if "skipped" in rec or "failed" in rec:
             row = [f"`{name}`", rec["size"], rec.get("skipped") or rec["failed"], "", "", "", ""]
@@ -424,6 +428,7 @@ def to_markdown(results: dict, gpu: dict | None = None) -> str:
             row += [_fmt_t(g.get("asymalign_s")), f"{g['ratio']:.3g}" if "ratio" in g else "—"]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += _cold_start_table(results)
 
     # targets
     met, missed = [], []
@@ -442,7 +447,7 @@ def to_markdown(results: dict, gpu: dict | None = None) -> str:
     # details
     lines += ["## Details", ""]
     for name, rec in results.items():
-        if name.startswith("_"):
+        if name.startswith("_") or name.startswith("cold_start/"):
             continue
         if name.endswith("/fit"):
             lines.append(
@@ -480,6 +485,11 @@ def to_markdown(results: dict, gpu: dict | None = None) -> str:
                 f"vectorised NumPy bisection {_fmt_t(rec['baseline_vectorised_s'])} "
                 f"(ratio vs it {rec['ratio_vs_vectorised']:.3g})"
             )
+        if "baseline_newton_s" in rec:
+            bits.append(
+                f"vectorised NumPy Newton (the strongest NumPy baseline) {_fmt_t(rec['baseline_newton_s'])} "
+                f"(ratio vs it {rec['ratio_vs_newton']:.3g})"
+            )
         if "asymalign_law_s" in rec:
             bits.append(
                 f"asymalign window law alone {_fmt_t(rec['asymalign_law_s'])} ({rec['window_levels']} levels); "
@@ -506,6 +516,38 @@ def to_markdown(results: dict, gpu: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def _cold_start_table(results: dict) -> list[str]:
+    """The time-to-first-result table of the ``cold_start`` cases (fresh processes)."""
+    recs = {k: v for k, v in results.items() if k.startswith("cold_start/")}
+    if not recs:
+        return []
+    lines = [
+        "## Time to first result (fresh processes)",
+        "",
+        "Import + first call in a new Python process at the README quick-start sizes (median of "
+        f"{next(iter(recs.values())).get('repeats', 1)}). Cold: JAX's persistent compilation cache empty; warm: "
+        "a second process with the cache the cold run filled. NumPy/SciPy: `import numpy, scipy` + the "
+        "baseline's first call. `benchmarks/cold_start.py` runs this alone.",
+        "",
+        "| Case | asymalign cold | asymalign warm | of which import | compilations (cold) | NumPy/SciPy | "
+        "ratio cold / warm |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rec in recs.items():
+        label = name.split("/", 1)[1]
+        if "skipped" in rec or "failed" in rec:
+            lines.append(f"| `{label}` | {rec.get('skipped') or rec['failed']} | | | | | |")
+            continue
+        base = rec.get("baseline_s")
+        ratios = f"{base / rec['cold_s']:.2g} / {base / rec['warm_s']:.2g}" if base else "—"
+        lines.append(
+            f"| `{label}` | {_fmt_t(rec['cold_s'])} | {_fmt_t(rec['warm_s'])} | {_fmt_t(rec.get('import_s'))} | "
+            f"{rec.get('compilations', '—')} | {_fmt_t(base)} | {ratios} |"
+        )
+    lines.append("")
+    return lines
+
+
 _METHODOLOGY = [
     "## Baselines, agreement checks and their accuracy",
     "",
@@ -519,6 +561,10 @@ _METHODOLOGY = [
     "batch, is reported next to it (not part of the issue's ratio).",
     "- `rate_function_grid`: `scipy.optimize.minimize_scalar` (Brent, `xtol=1e-12`) of Λ(t) - t x with "
     "centred rewards, per instance. Asserted: |ΔI| ≤ 1e-9 + 1e-6 I.",
+    "- Strongest NumPy baselines (issue 11; `benchmarks/baselines_vectorised.py`): for both grids a safeguarded "
+    "Newton iteration over the WHOLE batch at once (bracket by vectorised doubling, bisection when a step leaves "
+    "it; stop at |residual| ≤ 1e-14 max(1, target) or a step below 1e-14 relative), checked against the SciPy "
+    "answers with the same tolerances; reported as `ratio vs Newton` in the details.",
     "- `bon_exact`: the same pipeline on both sides — λ* (brentq), the law of r_n, log S(s) accumulated from the "
     "top (`np.logaddexp.accumulate`), N log F = -exp(log N + log(-log F)), B_N = e^A (1 - e^(-N D)) with "
     "D = log1p(P(s)/F(s-)), reward and both KLs. Bernoulli: exact binomial law from `gammaln` (full relative "
@@ -545,6 +591,10 @@ _METHODOLOGY = [
     "processes with 1 and with 4 forced host devices (`XLA_FLAGS=--xla_force_host_platform_device_count=4`); "
     "the two result files must agree to 1e-10. The first run of each process (compilation) is excluded from "
     "the steady-state times and reported separately.",
+    "- `cold_start`: fresh Python processes (`benchmarks/cold_start.py`): import + first call at the README "
+    "quick-start sizes, asymalign with JAX's persistent compilation cache empty (cold) and filled by the cold "
+    "run (warm), against `import numpy, scipy` + the baseline's first call; compilations counted with "
+    "`jax.monitoring`. At full scale also `asymalign reproduce --quick` and the example sweep, cold and warm.",
     "- Memory: baseline = `tracemalloc` peak of its warm-up call (NumPy buffers included); asymalign = device "
     "`peak_bytes_in_use` increase where the backend reports it (GPU), else the peak increase of the process "
     "RSS during the first call (compilation included), sampled every 2 ms.",
