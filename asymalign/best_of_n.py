@@ -96,7 +96,9 @@ def _log1mexp_neg_exp(y):
     """``log(1 - exp(-e^y))``; ``≈ y`` when ``e^y`` underflows (``N D(s)`` below
     ~1e-308, e.g. the top level when ``N P(top) ≪ 1``), where the direct form gives -inf."""
     small = y < -40.0
-    return jnp.where(small, y, nx.log1mexp(-jnp.exp(jnp.where(small, 0.0, y))))
+    big = y > 7.0  # 1 - exp(-e^7) = 1 to double precision; also keeps gradients finite at y = inf
+    ys = jnp.where(small | big, 0.0, y)
+    return jnp.where(small, y, jnp.where(big, 0.0, nx.log1mexp(-jnp.exp(ys))))
 
 
 def _log_neg_log1m(log_s):

@@ -69,7 +69,8 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     top = jnp.max(jnp.where(on, levels, -jnp.inf))
     lw = jnp.where(on, (levels - top) / temperature, 0.0)  # log w_s <= 0
     lp = jnp.where(on, log_prob, -jnp.inf)
-    log_nm1 = log_n + nx.log1mexp(-log_n)  # log(N - 1), -inf for N = 1
+    has_others = log_n > 0
+    log_nm1 = jnp.where(has_others, log_n + nx.log1mexp(-jnp.where(has_others, log_n, 1.0)), 0.0)  # log(N - 1)
 
     def log_f(u):
         """``log`` of the integrand without the factor ``N P(s)``, shape ``(len(u), L)``."""
@@ -81,8 +82,8 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
             _log_neg_log1m(jnp.where(l1m < -0.6931471805599453, l1m, -1.0)),
             jnp.log(-jnp.minimum(log_m, -1e-300)),
         )
-        log_e = jnp.where(log_nm1 > -jnp.inf, -jnp.exp(log_nm1 + lnlm), 0.0)  # log M^{N-1}
-        return x - jnp.exp(x) + log_e[..., None]
+        log_e = jnp.where(has_others, -jnp.exp(jnp.minimum(log_nm1 + lnlm, 700.0)), 0.0)  # log M^{N-1}
+        return x - jnp.exp(jnp.minimum(x, 700.0)) + log_e[..., None]
 
     # Feature centres: bumps at -log w_s; cut-offs at -log K (clipped into range).
     c_bump = -lw
@@ -90,10 +91,12 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     below_pw = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(lpw)[:-1]])
     below_p = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(lp)[:-1]])
     log_k = jnp.concatenate([log_nm1 + below_pw - below_p, (log_nm1 + logsumexp(lpw))[None]])
+    log_k = jnp.where(has_others & ~jnp.isnan(log_k), log_k, -jnp.inf)
     c_hi = jnp.max(c_bump)
     c_cut = jnp.where(jnp.isfinite(log_k), -log_k, c_hi)
     lo_all = jnp.minimum(jnp.min(c_cut), 0.0)
-    centres = jnp.sort(jnp.clip(jnp.concatenate([c_bump, c_cut]), lo_all, c_hi))
+    # The node layout carries no gradient (the integral does not depend on it).
+    centres = jax.lax.stop_gradient(jnp.sort(jnp.clip(jnp.concatenate([c_bump, c_cut]), lo_all, c_hi)))
     prev_end = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), centres[:-1] + _B])
     a = jnp.maximum(centres - _A, prev_end)  # regions [a_i, b_i] are disjoint
     b = centres + _B
@@ -107,7 +110,9 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
         mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
         u = (mid[:, None] + half[:, None] * gx[None, :]).reshape(-1)
         lwt = jnp.where(
-            half[:, None] > 0, jnp.log(jnp.where(half[:, None] > 0, half[:, None], 1.0)) + jnp.log(gw)[None, :], -jnp.inf
+            half[:, None] > 0,
+            jnp.log(jnp.where(half[:, None] > 0, half[:, None], 1.0)) + jnp.log(gw)[None, :],
+            -jnp.inf,
         )
         body = logsumexp(log_f(u) + lwt.reshape(-1)[:, None], axis=0)
         ends = log_f(jnp.stack([ai, bi]))
@@ -118,7 +123,8 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     gap = a[1:] - b[:-1]
     l1, l2 = f_b[:-1], f_a[1:]
     fin = jnp.isfinite(l1) & jnp.isfinite(l2) & (gap[:, None] > 0)
-    d = jnp.where(fin, l2 - l1, 0.0)
+    l1, l2 = jnp.where(fin, l1, 0.0), jnp.where(fin, l2, 0.0)
+    d = l2 - l1
     gaps = jnp.where(fin, jnp.log(jnp.where(gap[:, None] > 0, gap[:, None], 1.0)) + l1 + _log_exprel(d), -jnp.inf)
     tail = f_a[0]  # ∫_{-inf}^{a_0} C e^u du = f(a_0)
     total = logsumexp(jnp.concatenate([body, gaps, tail[None]], axis=0), axis=0)
@@ -146,7 +152,9 @@ def soft_best_of_n(
     and exact log-linear pieces between them (module docstring); measured
     relative accuracy ``~1e-12`` in float64 for ``τ ∈ [1e-3, 1e3]`` and
     ``log N`` up to ``1e6`` (for ``log N ~ 1e6`` the input itself is known
-    only to ``~1e-10`` relative). Cost ``O(L^2)`` for ``L`` levels.
+    only to ``~1e-10`` relative). Cost ``O(L^2)`` for ``L`` levels. Jittable and
+    vmappable; gradients are not supported yet (they come out NaN: use finite
+    differences).
 
     Args:
       law: a :class:`~asymalign.RewardLaw` (or stacked laws).
