@@ -40,7 +40,7 @@ from .sequence_laws import (
     reward_law,
 )
 
-__all__ = ["GoldGivenLevel", "GoldReward", "gold_given_level", "gold_reward"]
+__all__ = ["GoldGivenLevel", "GoldReward", "gold_given_level", "gold_reward", "gold_pushforward"]
 
 _MAX_TYPES = 3_000_000
 
@@ -96,10 +96,23 @@ def gold_pushforward(p, r, g):
     Tokens with equal proxy reward (relative ``1e-12``, as
     :func:`~asymalign.pushforward`) merge into one letter of weight ``w`` whose
     gold is the ``p``-weighted mean ``ḡ`` and within-letter variance ``v``.
-    Host-side (NumPy float64).
+    Host-side (NumPy float64). THEORY.md §7, §13: every proxy-selected
+    policy's gold depends on ``g`` only through ``ḡ`` (and its variance only
+    through ``v`` as well), so ``(weights, values, gbar)`` is an exact, much
+    smaller model for the mean gold of a large vocabulary.
+
+    Args:
+      p: reference probabilities, shape ``(k,)``.
+      r: proxy reward per token. g: gold reward per token (finite).
 
     Returns:
-      ``(values, weights, gbar, gvar)``.
+      ``(values, weights, gbar, gvar)``: sorted distinct proxy values on
+      ``supp p``, their probabilities, mean gold and within-letter gold variance.
+
+    >>> import asymalign as aa
+    >>> v, w, gbar, gvar = aa.gold_pushforward([0.25, 0.25, 0.5], [0.0, 1.0, 0.0], [1.0, 5.0, 4.0])
+    >>> v.tolist(), w.tolist(), gbar.tolist(), gvar.tolist()
+    ([0.0, 1.0], [0.75, 0.25], [3.0, 5.0], [2.0, 0.0])
     """
     check_model(p, r)
     check_gold(g, p)
@@ -122,8 +135,8 @@ def gold_pushforward(p, r, g):
 
 
 def _shifted(x, lo: int, count: int, length: int):
-    """``stack([x[lo - t : lo - t + length] for t in range(count)], axis=1)``."""
-    return jnp.stack([jax.lax.slice_in_dim(x, lo - t, lo - t + length) for t in range(count)], axis=1)
+    """``y[i, t] = x[lo + i - t]`` for ``i < length``, ``t < count`` (one gather)."""
+    return x[lo + jnp.arange(length)[:, None] - jnp.arange(count)[None, :]]
 
 
 def _lattice_kernel(d, log_w, gs, gv, log_a0, a1n, c2, nf, size: int):
