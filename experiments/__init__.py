@@ -8,7 +8,11 @@ Each module ``experiments/<name>.py`` defines
   ``result.table`` (so the CSV written next to the figure is exactly the
   plotted data).
 
-``EXPERIMENTS`` maps each name to a one-line description, in run order.
+``EXPERIMENTS`` maps each name to a one-line description, in run order; it
+lives in the package (``asymalign/_registry.py``) so that ``asymalign list``
+works without this folder. This folder is not part of an installed wheel:
+``asymalign reproduce`` imports it through the ordinary import system from a
+source checkout (see :func:`asymalign.cli.find_experiments`).
 """
 
 from __future__ import annotations
