@@ -1,0 +1,88 @@
+"""Exact soft best-of-N (THEORY.md §12) against enumeration of all N-tuples and its limits.
+
+The reference is brute force: every N-tuple of levels, its probability, and
+the selection probabilities w_j / Σ w_i computed with the weights shifted by
+the tuple's maximum (so τ = 1e-3 does not overflow). The module's quadrature
+accuracy against 20-digit mpmath is measured in its docstring, not here.
+"""
+
+import itertools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import asymalign as aa
+
+LAWS = {
+    "3 levels": ([0.5, 0.3, 0.2], [0.0, 1.0, 2.5], 1),
+    "ties and a zero": ([0.4, 0.0, 0.3, 0.3], [0.0, 5.0, 1.0, 1.0], 1),
+    "sequence n = 2": ([0.6, 0.4], [0.0, 0.7], 2),
+}
+
+
+def brute(law, num, tau):
+    lv, P = np.asarray(law.levels), np.asarray(law.prob)
+    q = np.zeros(lv.size)
+    for tup in itertools.product(range(lv.size), repeat=num):
+        idx = list(tup)
+        pr = np.prod(P[idx])
+        if pr == 0:
+            continue
+        w = np.exp((lv[idx] - lv[idx].max()) / tau)
+        for j, i in enumerate(idx):
+            q[i] += pr * w[j] / w.sum()
+    return q
+
+
+@pytest.mark.parametrize("name", list(LAWS))
+@pytest.mark.parametrize("num", [1, 2, 3, 4])
+def test_matches_enumeration_of_all_tuples(name, num):
+    law = aa.reward_law(*LAWS[name])
+    taus = [1e-3, 0.3, 1.0, 1e3]
+    got = np.asarray(aa.soft_best_of_n(law, jnp.full(4, math.log(num)), jnp.asarray(taus)).prob)
+    for i, tau in enumerate(taus):
+        np.testing.assert_allclose(got[i], brute(law, num, tau), rtol=1e-11, atol=1e-300)
+
+
+def test_a_slightly_wrong_law_is_rejected():
+    """The enumeration test has teeth: shifting the temperature by 1e-6 relative fails it."""
+    law = aa.reward_law(*LAWS["3 levels"])
+    got = np.asarray(aa.soft_best_of_n(law, math.log(3), 1.0 * (1 + 1e-6)).prob)
+    assert not np.allclose(got, brute(law, 3, 1.0), rtol=1e-11, atol=0)
+
+
+@pytest.mark.parametrize("log_n", [1.0, 5.0, 50.0, 1e6])
+def test_small_temperature_is_best_of_n_and_large_is_the_reference(log_n):
+    law = aa.reward_law([0.5, 0.3, 0.2], [0.0, 1.0, 2.0], 6)  # 13 levels, spacing 1
+    cold = aa.soft_best_of_n(law, log_n, 1e-3)
+    bon = aa.best_of_n(law, log_n)
+    # weights of lower levels are e^{-1000} relative: exactly best-of-N in double precision
+    np.testing.assert_allclose(np.asarray(cold.log_prob), np.asarray(bon.log_prob), rtol=1e-10, atol=1e-10)
+    if log_n <= 5.0:
+        hot = aa.soft_best_of_n(law, log_n, 1e9)
+        np.testing.assert_allclose(np.asarray(hot.prob), np.asarray(law.prob), rtol=1e-6 * math.exp(log_n))
+
+
+@pytest.mark.parametrize("tau", [1e-3, 0.1, 1.0, 1e3])
+@pytest.mark.parametrize("log_n", [0.0, 2.0, 40.0, 1e3, 1e6])
+def test_normalised_and_finite_across_ranges(tau, log_n):
+    law = aa.reward_law([0.7, 0.3], [0.0, 1.0], 30)
+    lp = np.asarray(aa.soft_best_of_n(law, log_n, tau).log_prob)
+    assert not np.any(np.isnan(lp)) and not np.any(lp == np.inf)
+    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= 1e-12
+
+
+def test_many_samples_tend_to_the_tilt_at_rate_one_over_n_squared():
+    """KL(φ || SBoN_N) N² -> (exp(2 D_3) - exp(2 D_2)) / 2 (§12), with φ the tilt by 1/τ."""
+    p, r, tau = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.0, 1.0, 2.0, 3.0]), 1.0
+    law = aa.reward_law(p, r, 1)
+    phi = aa.level_tilt(law, law.levels, tau)
+    f = np.asarray(phi.prob)
+    const = 0.5 * (np.sum(f**3 / p**2) - np.sum(f**2 / p) ** 2)
+    nums = np.array([2.0**10, 2.0**14])
+    kl = np.asarray(aa.law_kl(phi, aa.soft_best_of_n(law, jnp.asarray(np.log(nums)), tau)))
+    scaled = kl * nums**2
+    assert abs(scaled[1] - const) <= 0.01 * const
+    assert abs(scaled[1] - const) < abs(scaled[0] - const)  # converging
