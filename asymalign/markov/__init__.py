@@ -2,6 +2,8 @@
 
 from .chain import MarkovChain, chain_fingerprint, check_chain, log_perron_root
 from .laws import reward_law
+from .renyi import renyi_cross_entropy_rate, renyi_divergence_rate, renyi_entropy_rate
+from .simulation import simulate_bon
 from .tilting import (
     MarkovKLRL,
     doob_transform,
@@ -25,8 +27,12 @@ __all__ = [
     "log_partition",
     "log_perron_root",
     "rate_function",
+    "renyi_cross_entropy_rate",
+    "renyi_divergence_rate",
+    "renyi_entropy_rate",
     "reward_law",
     "scaled_cgf",
     "scaled_cumulants",
+    "simulate_bon",
     "solve_lambda",
 ]

@@ -45,6 +45,8 @@ _MAX_TYPE_CELLS = 2_000_000
 _MAX_LEVELS = 20_000_000
 _MIN_SCORE = -16.0
 _CENTRE_SPACING = 4.0
+# Largest tilt (per lattice step) of the FFT windows: e^{-40} per step below the top.
+_FAR_TILT = 40.0
 _MERGE_RTOL = 1e-12
 _LATTICE_RTOL = 1e-9
 
@@ -261,12 +263,17 @@ def _fft_law(P, mu, m, n, span):
     L = n * span + 1
     Pj, muj, mj = jnp.asarray(P), jnp.asarray(mu), jnp.asarray(m, jnp.int32)
     mf = mj.astype(Pj.dtype)
-    far = 0.9 * -math.log(np.finfo(np.float64).tiny) / 1.0
+    far = _FAR_TILT
     th, mean, var, u = (np.asarray(a) for a in _fisher_grid(Pj, mf, jnp.asarray(far)))
+    if not np.all(np.isfinite(u)):  # a degenerate extreme tilt: keep the finite part of the grid
+        ok = np.isfinite(var)
+        th, var = th[ok], var[ok]
+        sd = np.sqrt(np.maximum(var, 0.0))
+        u = np.concatenate([[0.0], np.cumsum(0.5 * (sd[1:] + sd[:-1]) * np.diff(th))])
     num = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
     thetas = np.interp(np.linspace(0.0, u[-1], num), u, th)
     # extreme tilts for the few levels beyond n × (extreme cycle means)
-    thetas = np.concatenate([[-far, -far / 8, -far / 64], thetas, [far / 64, far / 8, far]])
+    thetas = np.concatenate([[-far, -far / 4], thetas, [far / 4, far]])
     size = _bucket(thetas.size, 8)
     thetas = np.concatenate([thetas, np.full(size - thetas.size, thetas[thetas.size // 2])])
     sd = 1.2 * math.sqrt(n * float(np.max(var)))

@@ -19,7 +19,7 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from .. import _numerics as nx
-from .._validate import check_nonneg, check_positive_int, check_real
+from .._validate import check_nonneg, check_positive_int, check_real, is_concrete
 from ._solve import derivs2, far_tilt, solve_increasing
 from .chain import MarkovChain, _check_chain_reward, _log_rho_tilted, _perron_vectors, _prep, log_perron_root
 
@@ -58,7 +58,7 @@ def scaled_cgf(chain: MarkovChain, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 
     check_real(t, "t")
     check_real(lam, "lam")
     P, _, r, t, lam = _prep(chain, r, t, lam)
-    return _cgf(P, r, lam + t) - _cgf(P, r, lam)
+    return _scaled_cgf_jit(P, r, t, lam)
 
 
 def _log_partition(P, mu, r, lam, n):
@@ -103,10 +103,10 @@ def log_partition(chain: MarkovChain, r: ArrayLike, lam: ArrayLike, n: int) -> j
     """
     _check_chain_reward(chain, r)
     check_real(lam, "lam")
-    if not isinstance(n, jax.core.Tracer):
+    if is_concrete(n):
         check_positive_int(n, "n")
     P, mu, r, lam = _prep(chain, r, lam)
-    return _log_partition(P, mu, r, lam, n)
+    return _log_partition_jit(P, mu, r, lam, n)
 
 
 def scaled_cumulants(chain: MarkovChain, r: ArrayLike, order: int, lam: ArrayLike = 0.0) -> jax.Array:
@@ -126,11 +126,7 @@ def scaled_cumulants(chain: MarkovChain, r: ArrayLike, order: int, lam: ArrayLik
     order = check_positive_int(order, "order")
     check_real(lam, "lam")
     P, _, r, lam = _prep(chain, r, lam)
-    out, g = [], lambda x: _cgf(P, r, x)
-    for _ in range(order):
-        g = jax.grad(g)
-        out.append(g(lam))
-    return jnp.stack(out)
+    return _cumulants_jit(P, r, lam, order)
 
 
 def _kl_rate(P, r, lam):
@@ -151,7 +147,7 @@ def kl_rate(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> jax.Array:
     _check_chain_reward(chain, r, ergodic=True)
     check_real(lam, "lam")
     P, _, r, lam = _prep(chain, r, lam)
-    return _kl_rate(P, r, lam)
+    return _kl_rate_jit(P, r, lam)
 
 
 def _solve_lambda(P, r, delta):
@@ -185,7 +181,7 @@ def solve_lambda(chain: MarkovChain, r: ArrayLike, delta: ArrayLike) -> jax.Arra
     _check_chain_reward(chain, r, ergodic=True)
     check_nonneg(delta, "delta")
     P, _, r, delta = _prep(chain, r, delta)
-    return _solve_lambda(P, r, delta)
+    return _solve_lambda_jit(P, r, delta)
 
 
 def doob_transform(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> MarkovChain:
@@ -204,6 +200,11 @@ def doob_transform(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> MarkovCh
     _check_chain_reward(chain, r, ergodic=True)
     check_real(lam, "lam")
     P, mu, r, lam = _prep(chain, r, lam)
+    return MarkovChain(*_doob_jit(P, mu, r, lam))
+
+
+@jax.jit
+def _doob_jit(P, mu, r, lam):
     z = lam * r
     w = jnp.exp(z - jnp.max(z))
     m = P * w[None, :]
@@ -213,7 +214,7 @@ def doob_transform(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> MarkovCh
     q = m * v[None, :]
     q = q / jnp.sum(q, axis=1, keepdims=True)
     init = mu * w * v
-    return MarkovChain(q, init / jnp.sum(init))
+    return q, init / jnp.sum(init)
 
 
 def _rate(P, r, x, lam):
@@ -249,7 +250,7 @@ def rate_function(chain: MarkovChain, r: ArrayLike, x: ArrayLike, lam: ArrayLike
     check_real(x, "x")
     check_real(lam, "lam")
     P, _, r, x, lam = _prep(chain, r, x, lam)
-    return _rate(P, r, x, lam)
+    return _rate_jit(P, r, x, lam)
 
 
 class MarkovKLRL(NamedTuple):
@@ -338,3 +339,25 @@ def _kl_rl_jit(P, mu, r, delta, n):
     v, d, _ = derivs2(lambda y: _log_partition(P, mu, r, y, n), lam_eval)
     init, qs = _messages(P, mu, r, lam_eval, n)
     return MarkovKLRL(lam, d / n, (lam_eval * d - v) / n, init, qs)
+
+
+# Jitted kernels: the chain and reward are arguments (not closed-over
+# constants), so each compiles once per alphabet size and dtype.
+@jax.jit
+def _scaled_cgf_jit(P, r, t, lam):
+    return _cgf(P, r, lam + t) - _cgf(P, r, lam)
+
+
+_log_partition_jit = jax.jit(_log_partition)
+_kl_rate_jit = jax.jit(_kl_rate)
+_solve_lambda_jit = jax.jit(_solve_lambda)
+_rate_jit = jax.jit(_rate)
+
+
+@jax.jit(static_argnums=(3,))
+def _cumulants_jit(P, r, lam, order):
+    out, g = [], lambda x: _cgf(P, r, x)
+    for _ in range(order):
+        g = jax.grad(g)
+        out.append(g(lam))
+    return jnp.stack(out)

@@ -37,6 +37,8 @@ __all__ = [
     "budgets",
     "model_budgets",
     "reward_laws",
+    "markov_chains",
+    "MARKOV_SIZES",
 ]
 
 #: Alphabet sizes drawn when ``k`` is not given (a small fixed set: one compile each).
@@ -223,3 +225,31 @@ def reward_laws(
     p = draw(probs(k=k))
     r = draw(lattice_rewards(len(p))) if is_lattice else draw(rewards(len(p)))
     return p, r, reward_law(p, r, n_, method=method)
+
+
+MARKOV_SIZES = (2, 3)
+
+
+@st.composite
+def markov_chains(draw, k: int | None = None, zeros: bool = True):
+    r"""An irreducible, aperiodic :class:`asymalign.markov.MarkovChain` with zeros (THEORY.md §14).
+
+    The support always contains the cycle ``0 → 1 → … → k-1 → 0`` and the
+    loop ``0 → 0`` (so the chain is primitive); every other transition is
+    absent with probability about 1/3 (``zeros=True``). Entries span a few
+    decades. The initial law may have zeros. ``k`` from :data:`MARKOV_SIZES`.
+    """
+    from asymalign.markov import MarkovChain  # deferred: keep this module import-light
+
+    k = draw(st.sampled_from(MARKOV_SIZES)) if k is None else k
+    w = np.array(draw(st.lists(st.floats(-3.0, 0.0), min_size=k * k, max_size=k * k))).reshape(k, k)
+    w = 10.0**w
+    if zeros:
+        keep = np.array(draw(st.lists(st.booleans() | st.just(True), min_size=k * k, max_size=k * k))).reshape(k, k)
+        w = np.where(keep, w, 0.0)
+    idx = np.arange(k)
+    w[idx, (idx + 1) % k] = np.maximum(w[idx, (idx + 1) % k], 1e-2)
+    w[0, 0] = max(w[0, 0], 1e-2)
+    P = w / w.sum(axis=1, keepdims=True)
+    mu = draw(probs(k=k))
+    return MarkovChain(P, mu)
