@@ -8,65 +8,31 @@ reachability recursion for lattices with gaps. Nothing is compared with
 numbers produced by the code under test.
 """
 
-import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import strategies as S
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy.special import gammaln, logsumexp
 
 import asymalign as aa
 from asymalign import _lattice as lattice_kernels  # the windows' resolution score is not public
+from asymalign import testing as S
+from asymalign.testing import reference as ref
 
 # ---------------------------------------------------------------------------
 # independent references
 # ---------------------------------------------------------------------------
 
 
-def _merge_levels(levels, logp, rtol=1e-9):
-    """Sort and merge levels equal to within ``rtol`` (log-space sums)."""
-    keep = logp > -np.inf
-    levels, logp = levels[keep], logp[keep]
-    order = np.argsort(levels, kind="stable")
-    levels, logp = levels[order], logp[order]
-    tol = rtol * max(1.0, float(np.max(np.abs(levels))))
-    starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
-    return levels[starts], np.logaddexp.reduceat(logp, starts)
-
-
-def brute_force_law(p, r, n):
-    """Law of r_n by enumerating all k^n sequences (NumPy, log space)."""
-    p, r = np.asarray(p, float), np.asarray(r, float)
-    seqs = np.array(list(itertools.product(range(len(p)), repeat=n)), dtype=np.int64)
-    with np.errstate(divide="ignore"):
-        logp = np.log(p)[seqs].sum(axis=1)
-    return _merge_levels(r[seqs].sum(axis=1), logp)
-
-
-def compositions(n, k):
-    """All count vectors c in N^k with sum n (itertools stars and bars)."""
-    rows = []
-    for bars in itertools.combinations(range(n + k - 1), k - 1):
-        b = (-1,) + bars + (n + k - 1,)
-        rows.append([b[i + 1] - b[i] - 1 for i in range(k)])
-    return np.array(rows, dtype=np.int64)
-
-
-def types_law_np(p, r, n):
-    """Multinomial types, log P(c) = log n! - Σ log c! + Σ c log p, merged (NumPy)."""
-    p, r = np.asarray(p, float), np.asarray(r, float)
-    c = compositions(n, len(p))
-    with np.errstate(divide="ignore"):
-        lp = np.log(p)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(c > 0, c * lp, 0.0)
-    logp = gammaln(n + 1.0) - gammaln(c + 1.0).sum(axis=1) + terms.sum(axis=1)
-    return _merge_levels(c @ r, logp)
+# merge_levels, brute_force_law (all k^n sequences) and types_law (stars and
+# bars) are the shared float64 twins of asymalign.testing.reference.
+_merge_levels = ref.merge_levels
+brute_force_law = ref.brute_force_law
+types_law_np = ref.types_law
 
 
 def lattice3_log_law(p, n):

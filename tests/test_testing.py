@@ -140,3 +140,17 @@ def test_constant_reward_is_a_counterexample_to_the_equality():
     kl = float(aa.law_kl(aa.best_of_n(law, log_num_samples), law))
     assert kl == pytest.approx(0.0, abs=1e-15)
     assert log_num_samples - 0.9 > 1.0
+
+
+@pytest.mark.parametrize("name", ["asymalign.testing.strategies", "asymalign.testing.reference"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(name)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    tests = doctest.DocTestFinder().find(mod)
+    for test in tests:
+        runner.run(test)
+    res = runner.summarize(verbose=False)
+    assert res.failed == 0 and sum(len(t.examples) for t in tests) > 0

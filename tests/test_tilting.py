@@ -10,37 +10,24 @@ import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
-import strategies as S
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp, rel_entr
+from scipy.special import rel_entr
 
 import asymalign as aa
+from asymalign import testing as S
+from asymalign.testing import reference as ref
 
 # ---------------------------------------------------------------------------
 # independent references
 # ---------------------------------------------------------------------------
 
 
-def _shift(p, r, lam):
-    s = p > 0
-    c = r[s].max() if lam >= 0 else r[s].min()
-    return s, c, lam * (r[s] - c)
-
-
-def np_log_partition(p, r, lam):
-    """Λ(λ) = λc + log Σ p e^{λ (r - c)} in float64 (scipy's weighted logsumexp)."""
-    s, c, a = _shift(p, r, lam)
-    return float(lam * c + logsumexp(a, b=p[s]))
-
-
-def np_tilt(p, r, lam):
-    s, _, a = _shift(p, r, lam)
-    out = np.zeros_like(p)
-    out[s] = np.exp(np.log(p[s]) + a - logsumexp(a, b=p[s]))
-    return out
+# float64 twins shared with the other test files (asymalign.testing.reference)
+np_log_partition = ref.log_partition
+np_tilt = ref.tilt
 
 
 def _lam(u, p, r):
@@ -49,13 +36,8 @@ def _lam(u, p, r):
     return u / span if span > 0 else u
 
 
-def np_kl(q, p):
-    return float(np.sum(rel_entr(q, p)))
-
-
-def np_max_kl(p, r):
-    s = p > 0
-    return float(-np.log(p[s & (r == r[s].max())].sum()))
+np_kl = ref.kl
+np_max_kl = ref.max_kl
 
 
 def mp_moments(p, r, lam, dps=50):

@@ -224,7 +224,12 @@ def brute_force_law(p, r, n: int):
 
 
 def _compositions(n: int, k: int) -> np.ndarray:
-    return np.array([c for c in itertools.product(range(n + 1), repeat=k) if sum(c) == n], dtype=np.int64)
+    """All count vectors ``c`` in ``N^k`` with ``Σ c = n`` (stars and bars by ``itertools.combinations``)."""
+    rows = []
+    for bars in itertools.combinations(range(n + k - 1), k - 1):
+        b = (-1, *bars, n + k - 1)
+        rows.append([b[i + 1] - b[i] - 1 for i in range(k)])
+    return np.array(rows, dtype=np.int64).reshape(-1, k)
 
 
 def types_law(p, r, n: int):
@@ -233,8 +238,10 @@ def types_law(p, r, n: int):
 
     p, r = np.asarray(p, float), np.asarray(r, float)
     c = _compositions(n, p.size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(c > 0, c * np.log(p), 0.0)
+    with np.errstate(divide="ignore"):
+        lp = np.log(p)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(c > 0, c * lp, 0.0)
     logp = gammaln(n + 1.0) - gammaln(c + 1.0).sum(axis=1) + terms.sum(axis=1)
     return merge_levels(c @ r, logp)
 
