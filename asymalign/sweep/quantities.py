@@ -32,7 +32,9 @@ or name a function by import path in the config, ``quantities =
 with :func:`quantity` to declare its axes, description and reference kinds.
 Modules in :data:`PLUGIN_MODULES` are imported before a config is validated,
 so library modules register their quantities lazily, without the engine
-importing them.
+importing them (a module may also call :func:`register_quantity` when it is
+imported). A resumed sweep recognises its config by the quantity *names*, not
+their code: after changing a quantity's code, rerun with ``--no-resume``.
 """
 
 from __future__ import annotations
