@@ -332,13 +332,23 @@ def kl_rl(chain: MarkovChain, r: ArrayLike, n: int, delta: ArrayLike) -> MarkovK
     return _kl_rl_jit(P, mu, r, delta, n)
 
 
-@jax.jit(static_argnums=(4,))
 def _kl_rl_jit(P, mu, r, delta, n):
+    lam, lam_eval, reward, kl = _finite_solve_jit(P, mu, r, delta, n)
+    init, qs = _messages_jit(P, mu, r, lam_eval, n)
+    return MarkovKLRL(lam, reward, kl, init, qs)
+
+
+@jax.jit
+def _finite_solve_jit(P, mu, r, delta, n):
+    """``λ_n`` and its reward and KL per token (``n`` traced: one compilation for all ``n``)."""
     lam, far = _finite_lambda(P, mu, r, n, delta)
     lam_eval = jnp.where(jnp.isinf(lam), far, lam)
     v, d, _ = derivs2(lambda y: _log_partition(P, mu, r, y, n), lam_eval)
-    init, qs = _messages(P, mu, r, lam_eval, n)
-    return MarkovKLRL(lam, d / n, (lam_eval * d - v) / n, init, qs)
+    nn = jnp.asarray(n, P.dtype)
+    return lam, lam_eval, d / nn, (lam_eval * d - v) / nn
+
+
+_messages_jit = jax.jit(_messages, static_argnums=(4,))
 
 
 # Jitted kernels: the chain and reward are arguments (not closed-over
