@@ -17,4 +17,5 @@ EXPERIMENTS: dict[str, str] = {
     "soft_bon": "soft best-of-N and Best-of-Poisson: one-token KL rate ~1/N^2, the sequence cut-off at c = KL(φ||p)",
     "goodhart": "proxy vs gold reward, exactly: gold gain against sqrt(KL) for KL-RL, best-of-N, soft BoN, Best-of-Poisson; Gao fits, peak d†",
     "sentiment": "a 20 000-word English unigram model aligned toward positive sentiment (AFINN): exact best-of-N vs KL-RL, n = 8..4096",
+    "markov": "Markov references: best-of-N vs finite-n and limiting KL-RL with memory, and Rényi cross-entropy rates of chains",
 }
