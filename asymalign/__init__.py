@@ -96,6 +96,8 @@ from .tilting import (
     tilt_variance,
 )
 
+from . import markov  # noqa: E402  (Markov references, THEORY.md §14)
+
 try:
     __version__ = _version("asymalign")
 except _PNF:  # running from a source tree without installation
