@@ -175,27 +175,48 @@ def _tilt_to_budget(log_p, score, delta):
 
 
 def _solve_from(levels, log_ref, log_n, delta, worst: bool, score0):
+    """Fixed-point iteration on the score from ``score0``: ``σ <- (1-η)σ + η g(q(σ))``,
+    ``q(σ)`` the tilt by ``σ`` at budget Δ. A step is kept only if it does not
+    lower ``W`` (else ``η`` is halved; kept steps grow ``η`` back towards 1).
+    For worst-of-N (convex ``W``) the full step ``η = 1`` never lowers ``W``."""
     p = log_ref  # the budget solver works from log p
-    eta = 1.0 if worst else 0.5
+
+    def win(log_q):
+        return _inference_win(levels, log_q, log_ref, log_n, worst)
 
     def step(state):
-        it, score, log_q, _ = state
+        it, score, log_q, w, eta, _ = state
         g = _gradient(levels, log_q, log_ref, log_n, worst)
-        score = jnp.where(p > -jnp.inf, (1.0 - eta) * score + eta * g, 0.0)
-        _, new = _tilt_to_budget(p, score, delta)
-        change = jnp.sum(jnp.abs(jnp.exp(new) - jnp.exp(log_q)))
-        return it + 1, score, new, change
+        cand_score = jnp.where(p > -jnp.inf, (1.0 - eta) * score + eta * g, 0.0)
+        _, cand = _tilt_to_budget(p, cand_score, delta)
+        w_c = win(cand)
+        keep = w_c >= w - 1e-15
+        change = jnp.where(keep, jnp.sum(jnp.abs(jnp.exp(cand) - jnp.exp(log_q))), 1.0)
+        return (
+            it + 1,
+            jnp.where(keep, cand_score, score),
+            jnp.where(keep, cand, log_q),
+            jnp.where(keep, w_c, w),
+            jnp.where(keep, jnp.minimum(1.0, 1.25 * eta), 0.5 * eta),
+            change,
+        )
 
     def cont(state):
-        it, _, _, change = state
-        return (it < _MAX_ITERS) & (change > _TOL)
+        it, _, _, _, eta, change = state
+        return (it < _MAX_ITERS) & (change > _TOL) & (eta > 1e-8)
 
+    score0 = jnp.where(p > -jnp.inf, score0, 0.0)
     _, log_q0 = _tilt_to_budget(p, score0, delta)
     one = jnp.asarray(1.0, log_ref.dtype)
-    _, score, log_q, _ = jax.lax.while_loop(cont, step, (0, jnp.where(p > -jnp.inf, score0, 0.0), log_q0, one))
+    eta0 = one if worst else 0.5 * one
+    state = (0, score0, log_q0, win(log_q0), eta0, one)
+    _, _, log_q, w, _, _ = jax.lax.while_loop(cont, step, state)
+    # β of the fixed point: the tilt by g(q) itself (kept if it is no worse).
     g = _gradient(levels, log_q, log_ref, log_n, worst)
-    lam, log_q = _tilt_to_budget(p, jnp.where(p > -jnp.inf, g, 0.0), delta)
-    return log_q, lam, _inference_win(levels, log_q, log_ref, log_n, worst)
+    lam, log_g = _tilt_to_budget(p, jnp.where(p > -jnp.inf, g, 0.0), delta)
+    w_g = win(log_g)
+    better = w_g >= w
+    return jnp.where(better, log_g, log_q), lam, jnp.where(better, w_g, w)
 
 
 def _starts(levels, log_ref, log_n, worst: bool):

@@ -151,8 +151,8 @@ def soft_best_of_n(
     ``log t`` by Gauss–Legendre panels around every feature of the integrand
     and exact log-linear pieces between them (module docstring); measured
     relative accuracy ``~1e-12`` in float64 for ``τ ∈ [1e-3, 1e3]`` and
-    ``log N`` up to ``1e6`` (for ``log N ~ 1e6`` the input itself is known
-    only to ``~1e-10`` relative). Cost ``O(L^2)`` for ``L`` levels. Jittable and
+    ``log N`` up to ``1e3``; at ``log N ~ 1e6`` about ``1e-10`` (the input itself
+    and the quadrature nodes near ``log t = -1e6`` are rounded at that level). Cost ``O(L^2)`` for ``L`` levels. Jittable and
     vmappable; gradients are not supported yet (they come out NaN: use finite
     differences).
 

@@ -85,7 +85,7 @@ def plot(result: Result):
     t = result.table
     tags = [p[len("W, ") :] for p in t._order if p.startswith("W, ")]
     fig, axes = new_figure(len(tags), 2, width=4.0, height=3.6)
-    styles = ["k-", "-", "--", "-.", ":"]
+    styles = ["-", "-", "--", "-.", ":"]
     for j, tag in enumerate(tags):
         for row, (panel, ylabel) in enumerate(
             (

@@ -58,8 +58,9 @@ def test_small_temperature_is_best_of_n_and_large_is_the_reference(log_n):
     law = aa.reward_law([0.5, 0.3, 0.2], [0.0, 1.0, 2.0], 6)  # 13 levels, spacing 1
     cold = aa.soft_best_of_n(law, log_n, 1e-3)
     bon = aa.best_of_n(law, log_n)
-    # weights of lower levels are e^{-1000} relative: exactly best-of-N in double precision
-    np.testing.assert_allclose(np.asarray(cold.log_prob), np.asarray(bon.log_prob), rtol=1e-10, atol=1e-10)
+    # lower levels weigh e^{-1000} relative: best-of-N to double precision (in probability; in log
+    # space soft best-of-N keeps the tilt's e^{-1000 k} where best-of-N has F^N, far smaller)
+    np.testing.assert_allclose(np.asarray(cold.prob), np.asarray(bon.prob), rtol=1e-10, atol=1e-300)
     if log_n <= 5.0:
         hot = aa.soft_best_of_n(law, log_n, 1e9)
         np.testing.assert_allclose(np.asarray(hot.prob), np.asarray(law.prob), rtol=1e-6 * math.exp(log_n))
@@ -71,7 +72,8 @@ def test_normalised_and_finite_across_ranges(tau, log_n):
     law = aa.reward_law([0.7, 0.3], [0.0, 1.0], 30)
     lp = np.asarray(aa.soft_best_of_n(law, log_n, tau).log_prob)
     assert not np.any(np.isnan(lp)) and not np.any(lp == np.inf)
-    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= 1e-12
+    # log N = 1e6 is itself known only to ~1e-10 relative (nodes near u = -1e6 are rounded at 1e-10)
+    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= (1e-12 if log_n <= 1e3 else 1e-10)
 
 
 def test_many_samples_tend_to_the_tilt_at_rate_one_over_n_squared():
