@@ -104,10 +104,15 @@ def plot(result: Result):
     t = result.table
     fig, axes = new_figure(3, 1, width=4.8, height=4.2)
     ax = axes[0, 0]
-    styles = {"KL(φ‖SBoN_N), exact": "o-", "KL(SBoN_N‖φ), exact": "s-", "§12 constant / N²": "k--"}
-    for i, s in enumerate(t.series("one token")):
+    looks = {
+        "KL(φ‖SBoN_N), exact": ("o-", COLORS[0]),
+        "KL(SBoN_N‖φ), exact": ("s-", COLORS[1]),
+        "§12 constant / N²": ("--", "black"),
+    }
+    for s in t.series("one token"):
         x, y, _ = t.get("one token", s)
-        ax.plot(x, y, styles.get(s, ":"), color=None if s in styles and i < 2 else "grey", ms=3, lw=1.2, label=s)
+        fmt, color = looks.get(s, (":", "grey"))
+        ax.plot(x, y, fmt, color=color, ms=3, lw=1.2, label=s)
     one = result.summary["one_token"]
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
