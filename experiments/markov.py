@@ -192,6 +192,6 @@ def plot(result: Result):
     ax.set_xlabel("sequence length n (tokens)")
     ax.set_ylabel("Rényi cross-entropy per token [nats]")
     ax.set_title("Rényi cross-entropy rate of chains")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     fig.suptitle("Markov references: does best-of-N still match KL-RL with memory? (exact laws over chain paths)")
     return fig
