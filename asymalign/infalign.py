@@ -41,7 +41,7 @@ from . import _numerics as nx
 from ._validate import check_nonneg, check_real
 from .best_of_n import _bon_from_tails, _bon_log_law, _broadcast, _cum_logsumexp, _pad, _tails
 from .levels import _calibrated, _check_law, _check_log_n, _inference_win, _like, calibrated_reward
-from .sequence_laws import RewardLaw
+from .sequence_laws import RewardLaw, _bucket
 
 __all__ = ["transformed_reward", "InfAlignOptimum", "infalign_optimum"]
 
@@ -292,7 +292,8 @@ def infalign_optimum(
     check_nonneg(delta, "delta")
     length = ref.levels.shape[-1]
     dt = ref.log_prob.dtype
-    levels, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob))
+    # Small buckets (>= 8): worst-of-N runs one start per (padded) level.
+    levels, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob), _bucket(length, 8))
     rows, scalars = _broadcast((levels, log_ref), (jnp.asarray(log_num_samples, dt), jnp.asarray(delta, dt)))
     log_q, beta, win = _vec_infalign[bool(worst)](*rows, *scalars)
     return InfAlignOptimum(_like(ref, log_q[..., :length]), beta, win)

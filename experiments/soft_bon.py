@@ -74,8 +74,10 @@ def _sequences(t: Table, quick: bool):
     t.add("sequence KL", "limit n → ∞", dense, limit)
     t.add("sequence reward", "KL-RL Λ'(λ*(c))", dense, np.asarray(aa.kl_rl(PS, RS, jnp.asarray(dense)).reward))
     out = dict(cutoff_c=cut, c=cs, lambda_star=lam_c, n={})
+    # quick: one padded length for every n (one compilation); full: each n in its own bucket
+    length = 2 ** math.ceil(math.log2(ns[-1] + 1)) if quick else None
     for i, n in enumerate(ns):
-        law = aa.pad_law(reward_law(PS, RS, n))
+        law = aa.pad_law(reward_law(PS, RS, n), length)
         log_n = jnp.asarray(n * cs)
         target = aa.level_tilt(law, law.levels, TAU)
         sbon = aa.soft_best_of_n(law, log_n, TAU)
