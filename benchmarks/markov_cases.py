@@ -138,7 +138,7 @@ def bench_solve_lambda(num: int = 10_000, k: int = 4, scipy_subset: int = 300):
     sub = np.linspace(0, num - 1, scipy_subset).astype(int)
 
     def scipy_all():
-        return np.array([brentq(lambda t: kl_rate_np(t) - deltas[i], 0.0, 200.0, xtol=1e-12) for i in sub])
+        return np.array([brentq(lambda t, d=deltas[i]: kl_rate_np(t) - d, 0.0, 200.0, xtol=1e-12) for i in sub])
 
     t_sp, lam_sp = _timed(scipy_all)
     return dict(

@@ -165,7 +165,15 @@ def plot(result: Result):
     for ax, name in zip(axes[:2], CHAINS, strict=False):
         for i, ser in enumerate(t.series(f"reward/{name}")):
             x, y, _ = t.get(f"reward/{name}", ser)
-            ax.plot(x, y, styles[i], color=colors[i], lw=1.5 if i in (2, 4) else 1.2, ms=4, label=ser.replace("q_{λ_n}", r"$q_{\lambda_n}$"))
+            ax.plot(
+                x,
+                y,
+                styles[i],
+                color=colors[i],
+                lw=1.5 if i in (2, 4) else 1.2,
+                ms=4,
+                label=ser.replace("q_{λ_n}", r"$q_{\lambda_n}$"),
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length n (tokens)")
         ax.set_ylabel("expected reward per token")
@@ -174,7 +182,16 @@ def plot(result: Result):
     ax = axes[2]
     for i, ser in enumerate(t.series("kl")):
         x, y, _ = t.get("kl", ser)
-        ax.plot(x, y, "o-" if "Markov" in ser else "^:", color=COLORS[i // 2], ms=4, label=ser.replace("q_{λ_n}", r"$q_{\lambda_n}$").replace("φ_λ*^n", r"$\varphi_{\lambda^*}^{\otimes n}$").replace("π_N", r"$\pi_N$"))
+        ax.plot(
+            x,
+            y,
+            "o-" if "Markov" in ser else "^:",
+            color=COLORS[i // 2],
+            ms=4,
+            label=ser.replace("q_{λ_n}", r"$q_{\lambda_n}$")
+            .replace("φ_λ*^n", r"$\varphi_{\lambda^*}^{\otimes n}$")
+            .replace("π_N", r"$\pi_N$"),
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length n (tokens)")

@@ -81,9 +81,7 @@ def test_reward_law_real_rewards_by_enumeration(chain):
 
 
 def test_fft_law_matches_log_space_dp_in_both_tails():
-    chain = mk.MarkovChain(
-        jnp.array([[0.6, 0.3, 0.1], [0.0, 0.5, 0.5], [0.4, 0.0, 0.6]]), jnp.array([0.2, 0.3, 0.5])
-    )
+    chain = mk.MarkovChain(jnp.array([[0.6, 0.3, 0.1], [0.0, 0.5, 0.5], [0.4, 0.0, 0.6]]), jnp.array([0.2, 0.3, 0.5]))
     r = np.array([0.0, 1.0, 2.0])
     a = mk.reward_law(chain, r, 300, method="dp")
     b = mk.reward_law(chain, r, 300, method="fft")
@@ -106,6 +104,7 @@ def test_scaled_cumulants_finite_differences_and_exact_variance():
     d2 = (f[3] - 2 * f[2] + f[1]) / h**2
     d3 = (f[4] - 2 * f[3] + 2 * f[1] - f[0]) / (2 * h**3)
     np.testing.assert_allclose(kap, [d1, d2, d3], rtol=1e-4)  # FD truncation ~h^2
+
     # Λ_n(λ) = nΛ(λ) + c(λ) + O(|ρ2/ρ|^n): the increment of the exact finite-n
     # cumulants (autodiff of the binary-powering Λ_n) is the scaled cumulant.
     def nth(n, j):
@@ -191,7 +190,14 @@ def test_rate_function_duality_and_range():
     for x in (0.05, 0.5, 0.9):
         i = float(mk.rate_function(chain, r, x))
         ts = np.linspace(-30, 30, 60001)
-        lam = np.array([np.log(np.max(np.abs(np.linalg.eigvals(np.asarray(chain.transition) * np.exp(t * np.asarray(r))[None, :])))) for t in ts[::50]])
+        lam = np.array(
+            [
+                np.log(
+                    np.max(np.abs(np.linalg.eigvals(np.asarray(chain.transition) * np.exp(t * np.asarray(r))[None, :])))
+                )
+                for t in ts[::50]
+            ]
+        )
         assert i == pytest.approx(np.max(ts[::50] * x - lam), abs=2e-3)
     assert np.isinf(float(mk.rate_function(chain, r, 1.2)))
 
@@ -202,20 +208,29 @@ def test_rate_function_duality_and_range():
 
 
 @FEW
-@given(st.sampled_from([2, 3]).flatmap(lambda k: st.tuples(st.just(k), st.lists(st.floats(0.05, 1.0), min_size=k, max_size=k))), st.floats(0.02, 0.3))
+@given(
+    st.sampled_from([2, 3]).flatmap(
+        lambda k: st.tuples(st.just(k), st.lists(st.floats(0.05, 1.0), min_size=k, max_size=k))
+    ),
+    st.floats(0.02, 0.3),
+)
 def test_identical_rows_is_memoryless(kp, delta):
     k, w = kp
     p = np.array(w) / np.sum(w)
     r = lattice_r(k)
     ch = mk.MarkovChain.memoryless(jnp.asarray(p))
     lam = 0.7
-    assert float(mk.scaled_cgf(ch, r, 0.3, lam)) == pytest.approx(float(aa.log_partition(p, r, lam + 0.3) - aa.log_partition(p, r, lam)), abs=1e-12)
+    assert float(mk.scaled_cgf(ch, r, 0.3, lam)) == pytest.approx(
+        float(aa.log_partition(p, r, lam + 0.3) - aa.log_partition(p, r, lam)), abs=1e-12
+    )
     assert float(mk.log_partition(ch, r, lam, 5)) == pytest.approx(5 * float(aa.log_partition(p, r, lam)), rel=1e-12)
     lam_m = float(aa.solve_lambda(p, r, delta))
     if np.isfinite(lam_m):
         assert float(mk.solve_lambda(ch, r, delta)) == pytest.approx(lam_m, rel=1e-8)
         assert float(mk.kl_rl(ch, r, 4, delta).lam) == pytest.approx(lam_m, rel=1e-8)
-    np.testing.assert_allclose(np.asarray(mk.doob_transform(ch, r, lam).transition[0]), np.asarray(aa.tilt(p, r, lam)), atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(mk.doob_transform(ch, r, lam).transition[0]), np.asarray(aa.tilt(p, r, lam)), atol=1e-12
+    )
     x = 0.5 * (float(aa.tilt_reward(p, r, lam)) + r[-1])
     assert float(mk.rate_function(ch, r, x, lam)) == pytest.approx(float(aa.rate_function(p, r, x, lam)), rel=1e-8)
     law_m, law = aa.reward_law(p, r, 4), mk.reward_law(ch, r, 4)
@@ -223,8 +238,12 @@ def test_identical_rows_is_memoryless(kp, delta):
     q = np.roll(p, 1)
     chq = mk.MarkovChain.memoryless(jnp.asarray(q))
     for a in (0.5, 2.0):
-        assert float(mk.renyi_divergence_rate(ch, chq, a)) == pytest.approx(float(aa.renyi_divergence(p, q, a)), rel=1e-9)
-        assert float(mk.renyi_cross_entropy_rate(ch, chq, a)) == pytest.approx(float(aa.renyi_cross_entropy(p, q, a)), rel=1e-9)
+        assert float(mk.renyi_divergence_rate(ch, chq, a)) == pytest.approx(
+            float(aa.renyi_divergence(p, q, a)), rel=1e-9
+        )
+        assert float(mk.renyi_cross_entropy_rate(ch, chq, a)) == pytest.approx(
+            float(aa.renyi_cross_entropy(p, q, a)), rel=1e-9
+        )
         assert float(mk.renyi_entropy_rate(ch, a)) == pytest.approx(float(aa.renyi_entropy(p, a)), rel=1e-9)
 
 
@@ -391,3 +410,17 @@ def test_bad_arguments_raise():
         mk.renyi_entropy_rate(ok, -1.0)
     with pytest.raises(ValueError, match="r"):
         mk.log_partition(ok, np.array([0.0, 1.0, 2.0]), 0.1, 3)
+
+
+@pytest.mark.parametrize("name", ["chain", "tilting", "laws", "renyi", "simulation"])
+def test_markov_docstring_examples(name):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"asymalign.markov.{name}")
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    tests = doctest.DocTestFinder().find(mod, globs={"jnp": jnp, "np": np, **vars(mod)})
+    for t in tests:
+        runner.run(t)
+    res = runner.summarize(verbose=False)
+    assert res.failed == 0 and res.attempted > 0

@@ -60,7 +60,11 @@ def solve_increasing(gd, lo, hi, x0, max_iter: int = 200):
         ok = jnp.isfinite(newton) & (newton > lo) & (newton < hi) & (jnp.abs(g) <= 0.5 * gprev)
         nxt = jnp.where(ok, newton, bisect(lo, hi))
         tiny = 4 * eps * jnp.maximum(jnp.abs(x), jnp.abs(nxt))
-        done = (g == 0) | (ok & (jnp.abs(newton - x) <= tiny)) | (hi - lo <= 4 * eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi)))
+        done = (
+            (g == 0)
+            | (ok & (jnp.abs(newton - x) <= tiny))
+            | (hi - lo <= 4 * eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi)))
+        )
         nxt = jnp.where(g == 0, x, nxt)
         return nxt, lo, hi, jnp.abs(g), it + 1, done
 
