@@ -169,7 +169,7 @@ def soft_best_of_n(
     >>> import asymalign as aa
     >>> law = aa.reward_law([0.5, 0.5], [0.0, 1.0], 1)
     >>> q = aa.soft_best_of_n(law, jnp.log(2.0), 1.0).prob  # two draws
-    >>> bool(abs(q[1] - (0.25 + 0.5 * np.e / (1 + np.e) + 0.25)) < 1e-12)
+    >>> bool(abs(q[1] - (0.25 + 0.5 * np.e / (1 + np.e))) < 1e-12)  # (1,1), or (0,1)/(1,0) won w.p. e/(1+e)
     True
     """
     _check_law(law)

@@ -49,7 +49,7 @@ def compute(key, *, quick: bool = False) -> Result:
     t = Table()
     summary: dict = {}
     params = dict(p=P, r=R, num_samples=NUM_SAMPLES, ns=[1, 16], exponential_t_grid=[0.1, 100.0, ts.size])
-    for n, kl_max in ((1, 1.5), (16, 8.0)):
+    for n, kl_max in ((1, 1.5), (16, 4.0)):
         ref = reward_law(P, R, n)
         deltas = jnp.asarray(np.linspace(kl_max / num_kl, kl_max, num_kl))
         x = np.asarray(deltas)
