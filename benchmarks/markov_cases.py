@@ -76,7 +76,9 @@ def numpy_reward_law_fft(P, mu, m, n, thetas, M):
         qs = q[s % M]
         ratio = qs / qs.max()
         with np.errstate(divide="ignore", invalid="ignore"):
-            logp = np.where(qs > 0, np.log(np.where(qs > 0, qs, 1.0)) - th * s + c + (n - 1) * np.log(rho), -np.inf)
+            logp = np.where(
+                qs > 0, np.log(np.where(qs > 0, qs, 1.0)) - th * s + c + (n - 1) * (c + np.log(rho)), -np.inf
+            )
         better = ratio > best_r[s]
         best_r[s] = np.where(better, ratio, best_r[s])
         best_l[s] = np.where(better, logp, best_l[s])

@@ -14,7 +14,7 @@ accuracy at every level, both tails included:
   squaring, normalised by the Perron root so it cannot overflow); an inverse
   FFT gives ``P_n(s) e^{θ s}`` in a window around the tilted mean ``nΛ'(θ)``,
   where it has full relative accuracy. Tilts are spaced evenly in Fisher
-  length ``√n ∫ √Λ''`` (window centres ~3 standard deviations apart) and each
+  length ``√n ∫ √Λ''`` (window centres ~6 standard deviations apart, so every level is within 3 of one) and each
   level is read from the window where it is largest relative to the window's
   maximum, as for memoryless lattices (§7). Unreachable levels are found
   exactly by a bitset recursion over (state, level).
@@ -44,7 +44,7 @@ _MAX_DP_WORK = 2e8  # n * (n span + 1) * k^2
 _MAX_TYPE_CELLS = 2_000_000
 _MAX_LEVELS = 20_000_000
 _MIN_SCORE = -16.0
-_CENTRE_SPACING = 4.0
+_CENTRE_SPACING = 6.0
 # Largest tilt (per lattice step) of the FFT windows: e^{-40} per step below the top.
 _FAR_TILT = 40.0
 _MERGE_RTOL = 1e-12
