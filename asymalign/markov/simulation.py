@@ -97,6 +97,16 @@ def _simulate(key, tp, fp, ti, fi, r, *, n, num_samples, num_trials, plan, worst
     return rewards, toks
 
 
+def _check_key(key):
+    dt, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    typed = dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key) and shape == ()
+    if not (typed or (dt == jnp.uint32 and shape == (2,))):
+        raise ValueError(
+            "key must be a single JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
+            f"got {type(key).__name__} with shape {shape}"
+        )
+
+
 def _plan(n, num_samples, num_trials, chunk_size):
     block = max(1, min(num_samples, _BLOCK_TOKENS // n))
     num_blocks = -(-num_samples // block)
@@ -136,8 +146,6 @@ def simulate_bon(
     >>> sim.rewards.shape, bool(jnp.all(sim.tokens.sum(axis=1) == sim.rewards))
     ((100,), True)
     """
-    from ..simulation import _check_key  # the same key rule as the memoryless simulator
-
     _check_key(key)
     _check_chain_reward(chain, r)
     n = check_positive_int(n, "n")
