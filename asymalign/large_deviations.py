@@ -31,9 +31,9 @@ from jax.typing import ArrayLike
 from . import _numerics as nx
 from . import _solver as sv
 from ._buckets import call_bucketed
+from ._tilt_core import _log_partition, _log_tilt, _moments, _prep
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .information import _renyi_cross_entropy, _renyi_divergence
-from .tilting import _log_partition, _log_tilt, _moments, _prep
 
 __all__ = [
     "scaled_cgf",
