@@ -106,7 +106,7 @@ def plot(result: Result):
             if row == 1:
                 ax.axhline(0.0, color="grey", lw=0.6)
             if j == 0:
-                ax.legend(fontsize=6.5, loc="lower right" if row == 0 else "upper left")
+                ax.legend(fontsize=6.5, loc="lower right" if row == 0 else "best")
     fig.suptitle(
         "Exact InfAlign on reward levels: the optimum of the decoded win rate against KL-RL on transforms of the "
         "calibrated reward (4-letter reference, N = 4)",
