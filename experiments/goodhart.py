@@ -4,7 +4,8 @@ Every method that selects on the proxy ``r`` is a policy on proxy levels, so
 its gold reward is ``Σ_s q(s) m(s)`` with ``m = gold_given_level(p, r, g, n)``.
 Curves: the KL-RL tilt on the proxy (``tilt_gold``, ``d = sqrt(n K(λ))``),
 best-of-N (``log N`` up to ``n Δ_max``), soft best-of-N (temperature
-``1/(2λ†)``: its target tilt lies past the peak) and Best-of-Poisson
+``1/(2λ†)``: its target tilt lies past the peak; only on laws of at most 400
+levels, its exact quadrature costs ``O(L^2)``) and Best-of-Poisson
 (``N = 1 + Poisson(μ)``, ``μ = e^{log N} - 1``), all selected on the proxy.
 Both Gao, Schulman, Hilton (2023) forms are fitted to the best-of-N and to the
 tilt curve (up to ``2 d†``); the exact peak ``d† = sqrt(n K(λ†))`` of the
@@ -25,6 +26,7 @@ NAME = "goodhart"
 
 TOY = ([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, -1.0])
 METHODS = ("KL-RL tilt", "best-of-N", "soft best-of-N", "Best-of-Poisson")
+_SOFT_MAX_LEVELS = 400
 
 
 def _models(quick: bool):
@@ -53,11 +55,13 @@ def _curves(p, r, g, n, num):
     lam = np.asarray(aa.solve_lambda(p, r, deltas))
     out["KL-RL tilt"] = (np.sqrt(n * deltas), np.asarray(aa.tilt_gold(p, r, g, lam, n=n)) - base)
     log_ns = np.concatenate([[0.0], np.geomspace(1e-2, min(n * dmax, 700.0), num - 1)])
-    laws = {
-        "best-of-N": aa.best_of_n(law, log_ns),
-        "soft best-of-N": aa.soft_best_of_n(law, log_ns, 1.0 / (2.0 * lam_dag) if 0 < lam_dag < np.inf else 1.0),
-        "Best-of-Poisson": aa.best_of_poisson(law, np.expm1(log_ns)),
-    }
+    laws = {"best-of-N": aa.best_of_n(law, log_ns)}
+    # soft best-of-N costs O(L^2) quadrature windows per point: only on laws of
+    # at most _SOFT_MAX_LEVELS levels, on every third log N
+    if law.levels.shape[-1] <= _SOFT_MAX_LEVELS:
+        tau = 1.0 / (2.0 * lam_dag) if 0 < lam_dag < np.inf else 1.0
+        laws["soft best-of-N"] = aa.soft_best_of_n(law, log_ns[::3], tau)
+    laws["Best-of-Poisson"] = aa.best_of_poisson(law, np.expm1(log_ns))
     for name, q in laws.items():
         kl = np.maximum(np.asarray(aa.law_kl(q, law)), 0.0)
         out[name] = (np.sqrt(kl), np.asarray(aa.gold_reward(q, gl).mean) - base)
