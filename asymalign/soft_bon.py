@@ -39,9 +39,9 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._level_base import _apply, _check_law, _check_log_n
 from ._validate import check_real, is_concrete
 from .best_of_n import _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
-from .levels import _apply, _check_law, _check_log_n
 from .sequence_laws import RewardLaw
 
 __all__ = ["soft_best_of_n"]

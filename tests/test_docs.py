@@ -18,6 +18,7 @@ MODULES = [
     "asymalign.sequence_laws",
     "asymalign.best_of_n",
     "asymalign.levels",
+    "asymalign.level_measures",
     "asymalign.soft_bon",
     "asymalign.infalign",
     "asymalign.simulation",
