@@ -8,7 +8,7 @@ best-of-N (``log N`` up to ``n Δ_max``), soft best-of-N (temperature
 levels, its exact quadrature costs ``O(L^2)``) and Best-of-Poisson
 (``N = 1 + Poisson(μ)``, ``μ = e^{log N} - 1``), all selected on the proxy.
 Both Gao, Schulman, Hilton (2023) forms are fitted to the best-of-N and to the
-tilt curve (up to ``2 d†``); the exact peak ``d† = sqrt(n K(λ†))`` of the
+tilt curve (whole curves); the exact peak ``d† = sqrt(n K(λ†))`` of the
 tilt is marked. Models: a toy whose top proxy token is bad for gold, and a
 real 20 000-word English unigram model with proxy AFINN / gold VADER and the
 reverse (skipped with a message when the ``data`` extra is missing).
@@ -51,7 +51,7 @@ def _curves(p, r, g, n, num):
     peak = aa.goodhart_peak(p, r, g, n=n)
     lam_dag = float(peak.lam)
     out = {}
-    deltas = np.linspace(0.0, 0.995 * dmax, num)
+    deltas = 0.995 * dmax * np.linspace(0.0, 1.0, num) ** 2  # dense at small d
     lam = np.asarray(aa.solve_lambda(p, r, deltas))
     out["KL-RL tilt"] = (np.sqrt(n * deltas), np.asarray(aa.tilt_gold(p, r, g, lam, n=n)) - base)
     log_ns = np.concatenate([[0.0], np.geomspace(1e-2, min(n * dmax, 700.0), num - 1)])
@@ -75,7 +75,7 @@ def compute(key, *, quick: bool = False) -> Result:
     num = 24 if quick else 64
     models, skipped = _models(quick)
     t = Table()
-    params = dict(ns=ns, real_vocabulary_ns=real_ns, points_per_curve=num, models={}, soft_bon_temperature="1/(2 λ†)", fit_range="d <= 2 d†")
+    params = dict(ns=ns, real_vocabulary_ns=real_ns, points_per_curve=num, models={}, soft_bon_temperature="1/(2 λ†)", fit_range="whole curve")
     summary: dict = {"fits": {}, "peaks": {}}
     if skipped:
         summary["skipped"] = skipped
@@ -88,13 +88,12 @@ def compute(key, *, quick: bool = False) -> Result:
             d_dag = float(peak.d)
             for name, (d, gain) in curves.items():
                 t.add(panel, name, d, gain)
-            t.add(panel, "d† (tilt peak)", [d_dag, d_dag], [0.0, float(peak.gain)])
+            mark = "d† (tilt peak)" if np.isfinite(float(peak.lam)) else "no peak: tilt gold rises up to Δ_max"
+            t.add(panel, mark, [d_dag, d_dag], [0.0, float(peak.gain)])
             fits, peaks = {}, {}
             for name, form in (("best-of-N", "bon"), ("KL-RL tilt", "rl"), ("KL-RL tilt", "bon")):
                 d, gain = curves[name]
-                keep = d <= max(2.0 * d_dag, 1e-9) if np.isfinite(d_dag) and d_dag > 0 else np.ones_like(d, bool)
-                if keep.sum() < 3:
-                    keep = np.ones_like(d, bool)
+                keep = np.ones_like(d, bool)  # the whole curve, as Gao et al. fit
                 f = aa.fit_gao(d[keep], gain[keep], form=form)
                 fits[f"{name} / {form} form"] = dict(alpha=float(f.alpha), beta=float(f.beta), rms=float(f.rms))
                 if form == ("bon" if name == "best-of-N" else "rl"):
@@ -130,8 +129,10 @@ def plot(result: Result):
             elif s.startswith("Gao fit"):
                 c = "k" if "tilt" in s else COLORS[0]
                 ax.plot(x, y, color=c, ls=(0, (1, 2)), lw=1.0, alpha=0.8, label=s.replace("Gao fit ", "Gao fit (") + ")")
+            elif s.startswith("d†"):
+                ax.axvline(x[0], color="grey", lw=0.8, ls="-.", label=f"d† = {x[0]:.2f} (exact tilt peak)")
             else:
-                ax.axvline(x[0], color="grey", lw=0.8, ls="-.", label=f"d† = {x[0]:.2f}")
+                ax.axvline(x[0], color="grey", lw=0.8, ls="-.", label=f"{s} (d = {x[0]:.2f})")
         ax.axhline(0.0, color="grey", lw=0.5)
         ax.set_xlabel("d = sqrt(KL to the reference)  [sqrt(nats)]")
         ax.set_ylabel("gold gain over the reference  [total]")

@@ -168,9 +168,9 @@ def test_nakano_estimator_and_simulator_gold_agree_with_exact():
     n, N = 5, 4
     gl = aa.gold_given_level(p, r, g, n)
     exact = float(aa.gold_reward(exact_bon_law(gl.law, N), gl).mean)
-    est = aa.mc_bon_gold_unbiased(jax.random.PRNGKey(3), p, r, g, n, N, 16, 4000)
+    est = aa.mc_bon_gold_unbiased(jax.random.PRNGKey(3), p, r, g, n, N, 16, 2000)
     assert abs(float(est.mean) - exact) < 4 * float(est.stderr)
-    sim = aa.simulate_bon(jax.random.PRNGKey(4), p, r, n, N, 20_000, g=g)
+    sim = aa.simulate_bon(jax.random.PRNGKey(4), p, r, n, N, 10_000, g=g)
     gold = np.asarray(sim.gold)
     se = gold.std(ddof=1) / math.sqrt(gold.size)
     assert abs(gold.mean() - exact) < 4 * se
@@ -255,7 +255,7 @@ def test_gold_reward_accepts_subsets_and_padding_of_the_levels():
 
 def test_float32_runs_without_nan():
     p, r, g = (x.astype(np.float32) for x in (TOY["p"], TOY["r"], TOY["g"]))
-    gl = aa.gold_given_level(p, r, g, 50)
+    gl = aa.gold_given_level(p, r, g, 6)
     assert gl.mean.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(gl.mean)))
     assert np.all(np.isfinite(np.asarray(aa.tilt_gold(p, r, g, np.float32([0.0, 1.0, np.inf]), n=3))))
     assert np.isfinite(float(aa.goodhart_peak(p, r, g).lam))
