@@ -42,7 +42,7 @@ def _sentences(key, v, n: int, num_samples: int, count: int):
     def show(tok):
         tok = np.asarray(tok)
         return [
-            dict(sentence=" ".join(v.words[i] for i in row), afinn=float(v.afinn[row].sum()), vader=float(v.vader[row].sum()))
+            dict(sentence=" ".join(v.words[i] for i in row), afinn=float(v.afinn[row].sum()), vader=round(float(v.vader[row].sum()), 1))
             for row in tok
         ]
 
@@ -128,7 +128,8 @@ def plot(result: Result):
     ax.set_xlabel("sentence length n (words)")
     ax.set_ylabel("AFINN valence per word")
     ax.set_title("reward per word (x: exact at the simulated integer N)", fontsize=9)
-    ax.legend(fontsize=6.5)
+    ax.set_ylim(top=1.45 * ax.get_ylim()[1])
+    ax.legend(fontsize=6.5, loc="upper left", ncol=2)
     ax = axes[0, 1]
     for j, d in enumerate(DELTAS):
         lab = f"Δ = {d:g} nats/word"
