@@ -64,8 +64,8 @@ def _prep3(p, r, g, lam):
 def _tilt_gold_cov(p, r, g, lam):
     phi = tilt(p, r, lam)
     pos = p > 0
-    gz = jnp.where(pos, g, 0.0)
-    rz = jnp.where(pos, r, 0.0)
+    gz = jnp.broadcast_to(jnp.where(pos, g, 0.0), phi.shape)
+    rz = jnp.broadcast_to(jnp.where(pos, r, 0.0), phi.shape)
     eg = jnp.sum(phi * gz, axis=-1)
     er = jnp.sum(phi * rz, axis=-1)
     cov = jnp.sum(phi * (rz - er[..., None]) * (gz - eg[..., None]), axis=-1)
