@@ -34,7 +34,9 @@ __all__ = ["Vocabulary", "load_vocabulary", "MAX_VOCABULARY"]
 # Size of wordfreq's 'en' list (wordfreq 3.x, 'best' word list).
 MAX_VOCABULARY = 319_938
 
-_INSTALL = 'the real-vocabulary data needs the optional packages wordfreq, afinn and vaderSentiment: pip install -e ".[data]"'
+_INSTALL = (
+    'the real-vocabulary data needs the optional packages wordfreq, afinn and vaderSentiment: pip install -e ".[data]"'
+)
 
 
 class Vocabulary(NamedTuple):

@@ -75,7 +75,14 @@ def compute(key, *, quick: bool = False) -> Result:
     num = 24 if quick else 64
     models, skipped = _models(quick)
     t = Table()
-    params = dict(ns=ns, real_vocabulary_ns=real_ns, points_per_curve=num, models={}, soft_bon_temperature="1/(2 λ†)", fit_range="whole curve")
+    params = dict(
+        ns=ns,
+        real_vocabulary_ns=real_ns,
+        points_per_curve=num,
+        models={},
+        soft_bon_temperature="1/(2 λ†)",
+        fit_range="whole curve",
+    )
     summary: dict = {"fits": {}, "peaks": {}}
     if skipped:
         summary["skipped"] = skipped
@@ -104,7 +111,9 @@ def compute(key, *, quick: bool = False) -> Result:
             for name, (d, gain) in curves.items():
                 i = int(np.argmax(gain))
                 peaks[name] = dict(d_at_peak=float(d[i]), gold_gain_at_peak=float(gain[i]))
-            peaks["tilt exact"] = dict(lam=float(peak.lam), kl_per_token=float(peak.kl), d=d_dag, gold_gain=float(peak.gain))
+            peaks["tilt exact"] = dict(
+                lam=float(peak.lam), kl_per_token=float(peak.kl), d=d_dag, gold_gain=float(peak.gain)
+            )
             summary["fits"][panel] = fits
             summary["peaks"][panel] = peaks
             summary.setdefault("reference_gold", {})[panel] = base
@@ -128,7 +137,9 @@ def plot(result: Result):
                 ax.plot(x, y, color=c, ls=ls, lw=lw, label=s)
             elif s.startswith("Gao fit"):
                 c = "k" if "tilt" in s else COLORS[0]
-                ax.plot(x, y, color=c, ls=(0, (1, 2)), lw=1.0, alpha=0.8, label=s.replace("Gao fit ", "Gao fit (") + ")")
+                ax.plot(
+                    x, y, color=c, ls=(0, (1, 2)), lw=1.0, alpha=0.8, label=s.replace("Gao fit ", "Gao fit (") + ")"
+                )
             elif s.startswith("d†"):
                 ax.axvline(x[0], color="grey", lw=0.8, ls="-.", label=f"d† = {x[0]:.2f} (exact tilt peak)")
             else:

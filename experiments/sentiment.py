@@ -42,7 +42,11 @@ def _sentences(key, v, n: int, num_samples: int, count: int):
     def show(tok):
         tok = np.asarray(tok)
         return [
-            dict(sentence=" ".join(v.words[i] for i in row), afinn=float(v.afinn[row].sum()), vader=round(float(v.vader[row].sum()), 1))
+            dict(
+                sentence=" ".join(v.words[i] for i in row),
+                afinn=float(v.afinn[row].sum()),
+                vader=round(float(v.vader[row].sum()), 1),
+            )
             for row in tok
         ]
 
@@ -60,8 +64,8 @@ def _sentences(key, v, n: int, num_samples: int, count: int):
 def compute(key, *, quick: bool = False) -> Result:
     t = Table()
     ns = [2**j for j in range(3, 9 if quick else 13)]  # 8 .. 4096
-    mc_ns = [8, 16] if quick else [8, 16, 32]
-    trials = 400 if quick else 2000
+    mc_ns = [8, 16] if quick else [8, 16, 24]
+    trials = 400 if quick else 1000
     params = dict(k=20_000, reward="AFINN-165 valence", deltas=DELTAS, ns=ns, mc_ns=mc_ns, mc_trials=trials)
     try:
         v = aa.load_vocabulary(20_000)
