@@ -79,3 +79,11 @@ def test_cached_and_bad_k():
     for bad in (0, -3, 2.5, True, aa.MAX_VOCABULARY + 1, 10**9):
         with pytest.raises(ValueError, match="k"):
             aa.load_vocabulary(bad)
+
+
+def test_missing_extra_gives_a_clear_import_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wordfreq", None)  # `import wordfreq` now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[data\]"'):
+        aa.load_vocabulary(7)  # a size not cached yet
