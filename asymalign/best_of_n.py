@@ -40,6 +40,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
 from ._window_law import _window_law
 from .sequence_laws import RewardLaw, _bucket, _fingerprint, pushforward, reward_law
@@ -179,6 +180,11 @@ def _pad(levels, log_prob, length=None):
     extra = (_bucket(size) if length is None else length) - size
     if extra <= 0:
         return levels, log_prob
+    if is_concrete(levels, log_prob):  # on the host: eager jnp ops would compile once per shape
+        lv, lp = np.asarray(levels), np.asarray(log_prob)
+        top = np.broadcast_to(lv[..., -1:], lv.shape[:-1] + (extra,))
+        fill = np.full(lp.shape[:-1] + (extra,), -np.inf, lp.dtype)
+        return device_array(np.concatenate([lv, top], axis=-1)), device_array(np.concatenate([lp, fill], axis=-1))
     top = jnp.broadcast_to(levels[..., -1:], levels.shape[:-1] + (extra,))
     fill = jnp.full(log_prob.shape[:-1] + (extra,), -jnp.inf, log_prob.dtype)
     return jnp.concatenate([levels, top], axis=-1), jnp.concatenate([log_prob, fill], axis=-1)
@@ -187,10 +193,10 @@ def _pad(levels, log_prob, length=None):
 def _broadcast(rows, scalars=()):
     """Broadcast per-level arrays ``(..., L)`` and scalars ``(...)`` to one batch shape
     (explicitly, so vectorised kernels need no rank promotion)."""
-    rows = [jnp.asarray(x) for x in rows]
-    scalars = [jnp.asarray(x) for x in scalars]
-    batch = jnp.broadcast_shapes(*(x.shape[:-1] for x in rows), *(x.shape for x in scalars))
-    return [jnp.broadcast_to(x, batch + x.shape[-1:]) for x in rows], [jnp.broadcast_to(x, batch) for x in scalars]
+    rows = [device_array(x) for x in rows]
+    scalars = [device_array(x) for x in scalars]
+    out = nx.broadcast_batch(rows, scalars)  # host-side for concrete inputs (no per-shape compilation)
+    return out[: len(rows)], out[len(rows) :]
 
 
 def _pad_host(levels, log_prob):

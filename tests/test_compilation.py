@@ -121,7 +121,7 @@ def test_bon_vs_klrl_bernoulli_n_in_one_bucket():
         _assert_no_compilation(lambda n=n: aa.bon_vs_klrl(p, r, n, 0.2), f"bon_vs_klrl n={n}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the window law's padding glue runs eagerly (one small compile per n)")
+@pytest.mark.xfail(strict=True, reason="issue 11: the lattice law kernel takes n as a static size (one compile per n)")
 def test_bon_vs_klrl_lattice_n_in_one_bucket():
     p, r = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.0, 1.0, 2.0, 3.0])
     aa.bon_vs_klrl(p, r, 100, 0.2)
