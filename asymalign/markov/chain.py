@@ -5,7 +5,7 @@ so ``p(y_1..y_n) = μ(y_1) Π_i P(y_{i-1}, y_i)``. Every rate (scaled CGF,
 cumulants, KL and Rényi rates) is the logarithm of the Perron root ``ρ`` of a
 non-negative matrix. Here ``log ρ`` is computed by normalised repeated
 squaring (``M^{2^j}`` tends to the rank-one ``ρ^{2^j} v uᵀ / uᵀv`` for a
-primitive ``M``; 48 squarings make the direction exact to rounding unless the spectral gap is below ~1e-13) followed
+primitive ``M``; 64 squarings make the direction exact to rounding) followed
 by a Rayleigh quotient with the left and right Perron vectors, so the root is
 selected by the Perron property, never by an eigensolver's ordering. Its
 derivative is the classical ``d log ρ = uᵀ (dM) v / (ρ uᵀ v)`` (a
@@ -28,7 +28,7 @@ from .._validate import check_prob, check_reward, is_concrete
 
 __all__ = ["MarkovChain", "check_chain", "log_perron_root", "chain_fingerprint"]
 
-_SQUARINGS = 48
+_SQUARINGS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _prep(chain, r, *scalars):
 
 
 def _perron_rank_one(m):
-    """``M^{2^48}`` normalised (max entry 1): ``∝ v uᵀ`` for a primitive ``M``."""
+    """``M^{2^64}`` normalised (max entry 1): ``∝ v uᵀ`` for a primitive ``M``."""
 
     def body(_, b):
         b = b @ b
