@@ -17,23 +17,18 @@ from .best_of_n import (
     bon_vs_klrl,
     bon_vs_klrl_on_law,
 )
-from .infalign import InfAlignOptimum, infalign_optimum, transformed_reward
-from .levels import (
-    LevelTilt,
-    best_of_n,
-    best_of_poisson,
-    calibrated_reward,
-    inference_win_rate,
-    law_kl,
-    law_mean,
-    level_tilt,
-    pad_law,
-    solve_level_tilt,
-    win_rate,
+from .estimators import (
+    Estimate,
+    LevelFrequencies,
+    bon_gold_unbiased,
+    mc_bon_gold_unbiased,
+    mc_level_frequencies,
+    mc_mean,
+    mc_win_rate,
 )
-from .soft_bon import soft_best_of_n
-from .goodhart import GoldGivenLevel, GoldReward, gold_given_level, gold_reward
+from .goodhart import GoldGivenLevel, GoldReward, gold_given_level, gold_pushforward, gold_reward
 from .goodhart_tilt import GaoFit, GoodhartPeak, fit_gao, goodhart_peak, tilt_gold, tilt_gold_covariance
+from .infalign import InfAlignOptimum, infalign_optimum, transformed_reward
 from .information import (
     cross_entropy,
     entropy,
@@ -50,6 +45,19 @@ from .large_deviations import (
     scaled_cgf,
     scaled_cumulants,
 )
+from .levels import (
+    LevelTilt,
+    best_of_n,
+    best_of_poisson,
+    calibrated_reward,
+    inference_win_rate,
+    law_kl,
+    law_mean,
+    level_tilt,
+    pad_law,
+    solve_level_tilt,
+    win_rate,
+)
 from .optimize import (
     PolicyOptResult,
     optimize_constrained_policy,
@@ -65,15 +73,6 @@ from .sequence_laws import (
     pushforward,
     reward_law,
 )
-from .estimators import (
-    Estimate,
-    LevelFrequencies,
-    bon_gold_unbiased,
-    mc_bon_gold_unbiased,
-    mc_level_frequencies,
-    mc_mean,
-    mc_win_rate,
-)
 from .simulation import (
     BoNSimulation,
     Draws,
@@ -81,7 +80,7 @@ from .simulation import (
     simulate_bon,
     simulate_draws,
 )
-from .vocab import MAX_VOCABULARY, Vocabulary, load_vocabulary
+from .soft_bon import soft_best_of_n
 from .tilting import (
     KLRLResult,
     kl_regularized,
@@ -95,6 +94,7 @@ from .tilting import (
     tilt_reward,
     tilt_variance,
 )
+from .vocab import MAX_VOCABULARY, Vocabulary, load_vocabulary
 
 from . import markov  # noqa: E402  (Markov references, THEORY.md §14)
 
