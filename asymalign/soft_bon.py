@@ -154,7 +154,7 @@ def soft_best_of_n(
     τ from 1e-3 to 1e3), total mass 1 to 1e-12 for ``log N <= 1e3`` and to
     1e-10 at ``log N = 1e6`` (there the input itself and the nodes near
     ``log t = -1e6`` are rounded at that level), and the ``1/N^2`` rate with
-    the §12 constant to 2e-4 at N = 2^14. Cost ``O(L^2)`` for ``L`` levels.
+    the §12 constant to 5e-5 at N = 2^18. Cost ``O(L^2)`` for ``L`` levels.
     Jittable and vmappable; gradients are not supported yet (they come out
     NaN: use finite differences).
 
