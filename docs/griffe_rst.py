@@ -62,7 +62,7 @@ def rst_to_markdown(text: str) -> str:
                 out.append("")
             out.append(pad + "```pycon")
             while i < len(lines) and lines[i].strip():
-                out.append(pad + lines[i][len(pad):] if lines[i].startswith(pad) else lines[i])
+                out.append(pad + lines[i][len(pad) :] if lines[i].startswith(pad) else lines[i])
                 i += 1
             out.append(pad + "```")
             continue

@@ -135,7 +135,9 @@ def missing_from_reference(anchors: Iterable[str], exported: Mapping[str, Iterab
 
 
 _ARGS_HEADER = re.compile(r"^(\s*)(Args|Arguments|Parameters|Keyword Args|Keyword Arguments):\s*$")
-_ARG_LINE = re.compile(r"^([*]{0,2}[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[*]{0,2}[A-Za-z_][A-Za-z0-9_]*)*)\s*(?:\([^)]*\))?\s*:")
+_ARG_LINE = re.compile(
+    r"^([*]{0,2}[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[*]{0,2}[A-Za-z_][A-Za-z0-9_]*)*)\s*(?:\([^)]*\))?\s*:"
+)
 
 
 def documented_parameters(doc: str) -> list[str]:
@@ -185,9 +187,7 @@ def stale_parameters(exported: Mapping[str, Iterable[str]]) -> list[str]:
                 funcs.append((name, obj))
             elif inspect.isclass(obj):
                 funcs += [
-                    (f"{name}.{k}", v)
-                    for k, v in vars(obj).items()
-                    if inspect.isfunction(v) and not k.startswith("_")
+                    (f"{name}.{k}", v) for k, v in vars(obj).items() if inspect.isfunction(v) and not k.startswith("_")
                 ]
             for label, f in funcs:
                 try:

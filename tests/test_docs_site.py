@@ -16,8 +16,11 @@ import types
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_MISSING_DOCS = [m for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python") if
-                 importlib.util.find_spec(m.split(".")[0]) is None]
+_MISSING_DOCS = [
+    m
+    for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+    if importlib.util.find_spec(m.split(".")[0]) is None
+]
 needs_mkdocs = pytest.mark.skipif(
     bool(_MISSING_DOCS), reason=f"docs extra not installed (missing {_MISSING_DOCS}): pip install -e '.[docs]'"
 )
@@ -35,7 +38,11 @@ def _build(config: pathlib.Path, site: pathlib.Path) -> subprocess.CompletedProc
     env.pop("ASYMALIGN_DOCS_DRAFT", None)
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=config.parent,
     )
 
 
@@ -88,15 +95,21 @@ def test_missing_from_reference_on_a_fake_package(monkeypatch):
     exported = {"fake_pkg": fake.__all__}
     # Rendered on its submodule's page: the re-export counts as documented, the others do not.
     assert hooks.missing_from_reference({"fake_pkg.sub.documented"}, exported) == [
-        "fake_pkg.forgotten", "fake_pkg.not_even_defined"]
+        "fake_pkg.forgotten",
+        "fake_pkg.not_even_defined",
+    ]
     # An anchor with the same last name but another object does not document it.
     other = types.ModuleType("fake_pkg.other")
     other.forgotten = lambda: None
     monkeypatch.setitem(sys.modules, "fake_pkg.other", other)
     fake.other = other
     assert "fake_pkg.forgotten" in hooks.missing_from_reference({"fake_pkg.other.forgotten"}, exported)
-    assert hooks.missing_from_reference({"fake_pkg.sub.documented", "fake_pkg.sub.forgotten",
-                                         "fake_pkg.not_even_defined"}, exported) == []
+    assert (
+        hooks.missing_from_reference(
+            {"fake_pkg.sub.documented", "fake_pkg.sub.forgotten", "fake_pkg.not_even_defined"}, exported
+        )
+        == []
+    )
 
 
 def test_post_build_hook_raises_for_a_missing_name(monkeypatch):
@@ -148,20 +161,27 @@ def test_include_directives_and_rst_conversion(tmp_path):
     with pytest.raises(Exception, match="no heading"):
         hooks.section(text, "C")
     assert hooks._fix_links("see [x](../shared/THEORY.md#s3) and [y](figures/a.png)") == (
-        "see [x](theory.md#s3) and [y](figures/a.png)")
+        "see [x](theory.md#s3) and [y](figures/a.png)"
+    )
 
     spec = importlib.util.spec_from_file_location("asymalign_griffe_rst", ROOT / "docs" / "griffe_rst.py")
     if importlib.util.find_spec("griffe") is None:
         pytest.skip("griffe not installed")
     rst = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rst)
-    doc = "Law.\n\n.. math:: B_N(s) = F(s)^N\n          - F(s-)^N\n\nSee :func:`~asymalign.kl` and :mod:`asymalign.markov`."
+    doc = (
+        "Law.\n\n.. math:: B_N(s) = F(s)^N\n          - F(s-)^N\n\n"
+        "See :func:`~asymalign.kl` and :mod:`asymalign.markov`."
+    )
     assert rst.rst_to_markdown(doc) == (
-        "Law.\n\n$$\nB_N(s) = F(s)^N\n- F(s-)^N\n$$\n\nSee `kl` and `asymalign.markov`.")
+        "Law.\n\n$$\nB_N(s) = F(s)^N\n- F(s-)^N\n$$\n\nSee `kl` and `asymalign.markov`."
+    )
     assert rst.rst_to_markdown("Config::\n\n    a = 1\n\n::\n\n    b") == "Config:\n\n    a = 1\n\n\n\n    b"
     doc = "Returns:\n  x.\n\n>>> [round(v, 1) for v in (1, 2)]\n[1, 2]\n\nText :func:`f`.\n```\n:func:`kept`\n```"
     assert rst.rst_to_markdown(doc) == (
-        "Returns:\n  x.\n\n```pycon\n>>> [round(v, 1) for v in (1, 2)]\n[1, 2]\n```\n\nText `f`.\n```\n:func:`kept`\n```")
+        "Returns:\n  x.\n\n```pycon\n>>> [round(v, 1) for v in (1, 2)]\n[1, 2]\n```\n\n"
+        "Text `f`.\n```\n:func:`kept`\n```"
+    )
 
 
 def test_theory_page_examples_run_and_match_numpy():
