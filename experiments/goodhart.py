@@ -27,6 +27,7 @@ NAME = "goodhart"
 TOY = ([0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, -1.0])
 METHODS = ("KL-RL tilt", "best-of-N", "soft best-of-N", "Best-of-Poisson")
 _SOFT_MAX_LEVELS = 400
+_MIN_LENGTH = 128  # laws padded to at least this length: the toy (n = 8, 32) and AFINN laws share compilations
 
 
 def _models(quick: bool):
@@ -45,7 +46,8 @@ def _curves(p, r, g, n, num):
     # exact reduction to the proxy push-forward with the mean gold per proxy letter (§7, §13)
     r, p, g, _ = aa.gold_pushforward(p, r, g)
     gl = aa.gold_given_level(p, r, g, n)
-    law = gl.law
+    # zero-probability padding changes no quantity; gold_reward matches padded levels (§10)
+    law = aa.pad_law(gl.law, max(_MIN_LENGTH, gl.law.levels.shape[-1]))
     base = float(aa.gold_reward(law, gl).mean)
     dmax = float(aa.max_kl(p, r))
     peak = aa.goodhart_peak(p, r, g, n=n)
