@@ -125,7 +125,9 @@ def bench_solve_lambda(num: int = 10_000, k: int = 4, scipy_subset: int = 300):
     chain = mk.MarkovChain(jnp.asarray(P), jnp.asarray(mu))
     far_kl = float(mk.kl_rate(chain, r, 200.0))
     deltas = np.linspace(1e-4, 0.95 * far_kl, num)
-    solve = jax.jit(jax.vmap(lambda d: mk.solve_lambda(chain, r, d)))
+    # blocks of 1000 (lax.map over vmapped blocks): one 10^4-wide vmap stalled in XLA's CPU thread pool
+    # on a heavily shared 2-core machine, while 1000-wide blocks run at full speed
+    solve = jax.jit(lambda dd: jax.lax.map(lambda d: mk.solve_lambda(chain, r, d), dd, batch_size=1000))
     t_cold, lam = _timed(lambda: solve(jnp.asarray(deltas)).block_until_ready())
     t_warm, lam = _timed(lambda: solve(jnp.asarray(deltas)).block_until_ready())
     lam = np.asarray(lam)
