@@ -64,7 +64,7 @@ def compute(key, *, quick: bool = False) -> Result:
             # every transform family in one batch: exponentials (one row per t), power, calibrated, raw
             scores = jnp.concatenate(
                 [
-                    aa.transformed_reward(ref, "exponential", t=jnp.asarray(ts), worst=worst),
+                    jnp.stack([aa.transformed_reward(ref, "exponential", t=float(s), worst=worst) for s in ts]),
                     aa.transformed_reward(ref, "power", log_num_samples=log_n, worst=worst)[None],
                     aa.calibrated_reward(ref)[None],
                     jnp.asarray(ref.levels)[None],
