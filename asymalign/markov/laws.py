@@ -34,8 +34,9 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from .. import _numerics as nx
+from .._lattice import _detect_lattice
 from .._validate import check_positive_int
-from ..sequence_laws import RewardLaw
+from ..sequence_laws import _MERGE_RTOL, RewardLaw
 from .chain import _check_chain_reward, _perron_vectors, chain_fingerprint, log_perron_root
 
 __all__ = ["reward_law"]
@@ -47,26 +48,6 @@ _MIN_SCORE = -16.0
 _CENTRE_SPACING = 6.0
 # Largest tilt (per lattice step) of the FFT windows: e^{-40} per step below the top.
 _FAR_TILT = 40.0
-_MERGE_RTOL = 1e-12
-_LATTICE_RTOL = 1e-9
-
-
-def _detect_lattice(values, max_den: int = 1000):
-    """``(a, h, m)`` with sorted distinct ``values ≈ a + h m`` (integers ``m``, ``m[0] = 0``, gcd 1) or ``None``."""
-    d = values - values[0]
-    t = d / d[1]
-    for q in range(1, max_den + 1):
-        tq = t * q
-        m = np.round(tq)
-        if np.all(np.abs(tq - m) <= _LATTICE_RTOL * np.maximum(1.0, np.abs(tq))):
-            m = m.astype(np.int64)
-            if np.any(np.diff(m) <= 0):
-                return None
-            g = int(np.gcd.reduce(m))
-            return float(values[0]), float(d[1] * g / q), m // g
-    return None
-
-
 def _window_fft_size(n: int, span: int, sd: float) -> int:
     """FFT length so that a level read within ``4 sd`` of a window centre is
     aliased only with tilted mass ``<= e^{-60}`` (Bernstein-type bound, letters
@@ -382,7 +363,7 @@ def reward_law(chain, r, n: int, method: str = "auto") -> RewardLaw:
     tol = _MERGE_RTOL * max(1.0, float(np.max(np.abs(values))))
     values = values[np.concatenate([[True], np.diff(values) > tol])]
     vidx = np.clip(np.searchsorted(values, rv - tol), 0, values.size - 1)
-    lattice = _detect_lattice(values) if values.size > 1 else (float(values[0]), 1.0, np.zeros(1, np.int64))
+    lattice = _detect_lattice(values)
     if values.size == 1:
         return RewardLaw(jnp.asarray([n * float(values[0])]), jnp.zeros(1), n, fp)
     if lattice is not None and int(lattice[2][-1]) * n + 1 > _MAX_LEVELS:
