@@ -1,16 +1,23 @@
 """asymalign: exact, fast, checkable numbers for the asymptotics of LM alignment.
 
 Implements Yang, Salamatian, Sun, Suresh and Beirami, "Asymptotics of Language
-Model Alignment" (ISIT 2024) and the mathematics stated in THEORY.md: exact
+Model Alignment" (ISIT 2024) and the work around it, as stated in the
+package's theory page (docs/theory.md, cited as "THEORY.md §N"): exact
 KL-constrained RL (exponential tilts), information measures, large deviations
-of the reward, the exact law of best-of-N for astronomically large N, and a
-Monte-Carlo best-of-N simulator. Every function is pure JAX; float64 is the
-reference precision (``jax.config.update("jax_enable_x64", True)``).
+of the reward, the exact law of the total reward and of best-of-N for
+astronomically large N, every alignment method as a policy on reward levels
+(soft best-of-N, Best-of-Poisson, InfAlign, win rates), proxy and gold rewards,
+Markov references (``asymalign.markov``), Monte-Carlo twins, sweeps
+(``asymalign.sweep``) and hypothesis strategies (``asymalign.testing``).
+Every function is pure JAX; float64 is the reference precision
+(``jax.config.update("jax_enable_x64", True)``). Naming: ``n`` is the sequence
+length, ``num_samples`` the N of best-of-N, ``log_num_samples`` its logarithm.
 """
 
 from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
+from . import markov  # noqa: E402  (Markov references, THEORY.md §14)
 from .best_of_n import (
     BoNvsKLRL,
     bon_kl_bound,
@@ -95,8 +102,6 @@ from .tilting import (
     tilt_variance,
 )
 from .vocab import MAX_VOCABULARY, Vocabulary, load_vocabulary
-
-from . import markov  # noqa: E402  (Markov references, THEORY.md §14)
 
 __all__ = [
     "best_of_n",
