@@ -123,6 +123,8 @@ def missing_from_reference(anchors: Iterable[str], exported: Mapping[str, Iterab
     for module, names in exported.items():
         mod = _resolve(module)
         for name in names:
+            if name.startswith("__"):  # __version__ and friends: metadata, not API entries
+                continue
             full = f"{module}.{name}"
             candidates = by_last.get(name, [])
             if full in candidates:
@@ -246,7 +248,21 @@ def section(text: str, heading: str) -> str:
     return "\n".join(lines[start:]).strip("\n")
 
 
+def _missing_figures(text: str) -> str:
+    """An image ``figures/NAME.png`` that is not (yet) in the repository becomes a one-line note."""
+
+    def repl(m: re.Match) -> str:
+        if (ROOT / "figures" / m.group(2)).is_file():
+            return m.group(0)
+        name = m.group(2).rsplit(".", 1)[0]
+        return f"*(figure `{name}` not generated yet: `asymalign reproduce --only {name}`)*"
+
+    return re.sub(r"!\[([^\]]*)\]\(figures/([^)\s]+)\)", repl, text)
+
+
 def _fix_links(text: str) -> str:
+    text = _missing_figures(text)
+
     def repl(m):
         target = m.group(2)
         anchor = ""

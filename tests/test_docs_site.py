@@ -164,6 +164,7 @@ def test_include_directives_and_rst_conversion(tmp_path):
         "see [x](theory.md#s3) and [y](figures/a.png)"
     )
 
+    assert "not generated yet" in hooks._fix_links("![m](figures/no_such_figure.png)")
     spec = importlib.util.spec_from_file_location("asymalign_griffe_rst", ROOT / "docs" / "griffe_rst.py")
     if importlib.util.find_spec("griffe") is None:
         pytest.skip("griffe not installed")
