@@ -146,7 +146,12 @@ def plot(result: Result):
         ax.axvline(cut, color="grey", ls="-.", lw=1.0, label=f"cut-off c = KL(φ_λ‖p) = {cut:.3f}")
         ax.set_xlabel("c = log N / n")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6)
+        if panel == "sequence reward":  # room below the curves for a two-column legend (many n in the full run)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo - (0.25 + 0.05 * len(ns)) * (hi - lo), hi)
+            ax.legend(fontsize=6, ncol=2, loc="lower right")
+        else:
+            ax.legend(fontsize=6)
     axes[0, 1].set_title("soft best-of-N reaches its target only for c ≥ KL(φ_λ‖p)", fontsize=9)
     axes[0, 2].set_title("best-of-N and Best-of-Poisson follow the KL-RL curve", fontsize=9)
     fig.suptitle("Soft best-of-N and Best-of-Poisson on exact reward laws (THEORY §12)", fontsize=10)
