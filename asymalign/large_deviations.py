@@ -76,7 +76,9 @@ def scaled_cgf(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 0.0) -
     check_real(lam, "lam")
     p, r, t = _prep(p, r, t)
     lam = jnp.asarray(lam, t.dtype)
-    return _log_partition(p, r, lam + t) - _log_partition(p, r, lam)
+    shifted = lam + t
+    # λ broadcast to the batch explicitly (rank promotion is an error in the tests)
+    return _log_partition(p, r, shifted) - _log_partition(p, r, jnp.broadcast_to(lam, shifted.shape))
 
 
 def scaled_cumulants(p: ArrayLike, r: ArrayLike, order: int, lam: ArrayLike = 0.0) -> jax.Array:
