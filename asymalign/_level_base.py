@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from ._level_kernels import _broadcast, _pad
 from ._validate import check_nonneg, check_real, is_concrete
-from .best_of_n import _broadcast, _pad
 from .sequence_laws import RewardLaw
 
 

@@ -13,9 +13,21 @@ EXPERIMENTS: dict[str, str] = {
     "bon_kl_bound": "exact KL(π_N || p^n) against the bound log N - (N-1)/N, with and without ties, N up to 1e6",
     "near_optimal": "KL(q || φ_λ) <= λ·(reward gap) within the KL budget, and the exact identity (THEORY §4)",
     "optimize": "optax policy optimisation (exact, REINFORCE, Lagrangian) converging to the closed-form tilts",
-    "infalign": "exact InfAlign: decoded win rate vs KL for best-of-4 / worst-of-4, the optimum against CTRL transforms",
+    "infalign": (
+        "exact InfAlign: decoded win rate vs KL for best-of-4 / worst-of-4, "
+        "the optimum against CTRL transforms"
+    ),
     "soft_bon": "soft best-of-N and Best-of-Poisson: one-token KL rate ~1/N^2, the sequence cut-off at c = KL(φ||p)",
-    "goodhart": "proxy vs gold reward, exactly: gold gain against sqrt(KL) for KL-RL, best-of-N, soft BoN, Best-of-Poisson; Gao fits, peak d†",
-    "sentiment": "a 20 000-word English unigram model aligned toward positive sentiment (AFINN): exact best-of-N vs KL-RL, n = 8..4096",
-    "markov": "Markov references: best-of-N vs finite-n and limiting KL-RL with memory, and Rényi cross-entropy rates of chains",
+    "goodhart": (
+        "proxy vs gold reward, exactly: gold gain against sqrt(KL) for KL-RL, "
+        "best-of-N, soft BoN, Best-of-Poisson; Gao fits, peak d†"
+    ),
+    "sentiment": (
+        "a 20 000-word English unigram model aligned toward positive sentiment "
+        "(AFINN): exact best-of-N vs KL-RL, n = 8..4096"
+    ),
+    "markov": (
+        "Markov references: best-of-N vs finite-n and limiting KL-RL with "
+        "memory, and Rényi cross-entropy rates of chains"
+    ),
 }

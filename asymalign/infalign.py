@@ -39,8 +39,8 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._level_base import _check_law, _check_log_n, _like
+from ._level_kernels import _bon_from_tails, _bon_log_law, _broadcast, _cum_logsumexp, _pad, _tails
 from ._validate import check_nonneg, check_real
-from .best_of_n import _bon_from_tails, _bon_log_law, _broadcast, _cum_logsumexp, _pad, _tails
 from .level_measures import _calibrated, _inference_win, calibrated_reward
 from .sequence_laws import RewardLaw, _bucket
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.typing
 
 from ._level_base import _check_law, _check_log_n, _check_same_levels
-from .best_of_n import _bon_log_law, _bon_log_law_worst, _broadcast, _level_kl, _pad, _tails, _win_from_tails
+from ._level_kernels import _bon_log_law, _bon_log_law_worst, _broadcast, _level_kl, _pad, _tails, _win_from_tails
 from .sequence_laws import RewardLaw
 
 __all__ = ["calibrated_reward", "win_rate", "inference_win_rate", "law_kl", "law_mean"]

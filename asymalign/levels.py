@@ -31,8 +31,7 @@ import jax.typing
 import numpy as np
 
 from ._level_base import _apply, _check_law, _check_log_n, _like
-from ._validate import check_nonneg, check_real, is_concrete
-from .best_of_n import (
+from ._level_kernels import (
     _bon_log_law,
     _bon_log_law_worst,
     _broadcast,
@@ -41,6 +40,7 @@ from .best_of_n import (
     _pad,
     _tails,
 )
+from ._validate import check_nonneg, check_real, is_concrete
 from .level_measures import calibrated_reward, inference_win_rate, law_kl, law_mean, win_rate
 from .sequence_laws import RewardLaw
 from .tilting import _solve_lambda_b

@@ -40,8 +40,8 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._level_base import _apply, _check_law, _check_log_n
+from ._level_kernels import _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
 from ._validate import check_real, is_concrete
-from .best_of_n import _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
 from .sequence_laws import RewardLaw
 
 __all__ = ["soft_best_of_n"]
