@@ -32,7 +32,7 @@ def compute(key, *, quick: bool = False) -> Result:
     lam_mix = jax.random.uniform(k1, (num_policies,), minval=0.0, maxval=2.0 * lam)
     scale = jax.random.uniform(k2, (num_policies,), minval=0.0, maxval=1.5) ** 2
     noise = jax.random.normal(k3, (num_policies, p.shape[0]))
-    logits = jnp.log(p) + lam_mix[:, None] * r + scale[:, None] * noise
+    logits = jnp.log(p)[None, :] + lam_mix[:, None] * r[None, :] + scale[:, None] * noise
     q = jax.nn.softmax(logits, axis=-1)
 
     phi = sol.policy
