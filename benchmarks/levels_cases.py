@@ -278,8 +278,11 @@ def _markdown(rows):
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        notes = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                 if k not in ("case", "size", "asymalign_s", "numpy_s", "max_rel_diff")]
+        notes = [
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("case", "size", "asymalign_s", "numpy_s", "max_rel_diff")
+        ]
         lines.append(
             f"| {r['case']} | {r['size']} | {r['asymalign_s']:.3g} | {r['numpy_s']:.3g} | "
             f"{r['max_rel_diff']:.2e} | {'; '.join(notes)} |"
