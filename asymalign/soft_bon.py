@@ -53,6 +53,13 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 _WINDOW_BLOCK = 16
 
 
+def _lse(x, axis):
+    """``logsumexp`` that is ``-inf`` with a zero (not NaN) gradient when every term is ``-inf``."""
+    empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
+    out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
+    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)
+
+
 def _log_exprel(d):
     """``log((e^d - 1)/d)``, stable for every real ``d`` (``0`` at ``d = 0``)."""
     small = jnp.abs(d) < 1e-8
@@ -75,8 +82,8 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     def log_f(u):
         """``log`` of the integrand without the factor ``N P(s)``, shape ``(len(u), L)``."""
         x = u[:, None] + lw[None, :]  # u + log w_s
-        l1m = logsumexp(lp[None, :] + _log1mexp_neg_exp(x), axis=-1)  # log(1 - M)
-        log_m = logsumexp(lp[None, :] - jnp.exp(x), axis=-1)  # log M
+        l1m = _lse(lp[None, :] + _log1mexp_neg_exp(x), axis=-1)  # log(1 - M)
+        log_m = _lse(lp[None, :] - jnp.exp(x), axis=-1)  # log M
         lnlm = jnp.where(
             l1m < -0.6931471805599453,
             _log_neg_log1m(jnp.where(l1m < -0.6931471805599453, l1m, -1.0)),
@@ -86,16 +93,20 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
         return x - jnp.exp(jnp.minimum(x, 700.0)) + log_e[..., None]
 
     # Feature centres: bumps at -log w_s; cut-offs at -log K (clipped into range).
-    c_bump = -lw
-    lpw = jnp.where(on, lp + lw, -jnp.inf)
+    # The node layout carries no gradient (the integral does not depend on it),
+    # so it is computed from stopped inputs, and -inf - (-inf) is never formed.
+    sg_lw, sg_lp, sg_nm1 = jax.lax.stop_gradient((lw, lp, log_nm1))
+    c_bump = -sg_lw
+    lpw = jnp.where(on, sg_lp + sg_lw, -jnp.inf)
     below_pw = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(lpw)[:-1]])
-    below_p = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(lp)[:-1]])
-    log_k = jnp.concatenate([log_nm1 + below_pw - below_p, (log_nm1 + logsumexp(lpw))[None]])
+    below_p = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(sg_lp)[:-1]])
+    fin = jnp.isfinite(below_p) & jnp.isfinite(below_pw)
+    ratio = jnp.where(fin, jnp.where(fin, below_pw, 0.0) - jnp.where(fin, below_p, 0.0), -jnp.inf)
+    log_k = jnp.concatenate([sg_nm1 + ratio, (sg_nm1 + logsumexp(lpw))[None]])
     log_k = jnp.where(has_others & ~jnp.isnan(log_k), log_k, -jnp.inf)
     c_hi = jnp.max(c_bump)
     c_cut = jnp.where(jnp.isfinite(log_k), -log_k, c_hi)
     lo_all = jnp.minimum(jnp.min(c_cut), 0.0)
-    # The node layout carries no gradient (the integral does not depend on it).
     centres = jax.lax.stop_gradient(jnp.sort(jnp.clip(jnp.concatenate([c_bump, c_cut]), lo_all, c_hi)))
     prev_end = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), centres[:-1] + _B])
     a = jnp.maximum(centres - _A, prev_end)  # regions [a_i, b_i] are disjoint
@@ -114,7 +125,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
             jnp.log(jnp.where(half[:, None] > 0, half[:, None], 1.0)) + jnp.log(gw)[None, :],
             -jnp.inf,
         )
-        body = logsumexp(log_f(u) + lwt.reshape(-1)[:, None], axis=0)
+        body = _lse(log_f(u) + lwt.reshape(-1)[:, None], axis=0)
         ends = log_f(jnp.stack([ai, bi]))
         return body, ends[0], ends[1]
 
@@ -127,7 +138,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature):
     d = l2 - l1
     gaps = jnp.where(fin, jnp.log(jnp.where(gap[:, None] > 0, gap[:, None], 1.0)) + l1 + _log_exprel(d), -jnp.inf)
     tail = f_a[0]  # ∫_{-inf}^{a_0} C e^u du = f(a_0)
-    total = logsumexp(jnp.concatenate([body, gaps, tail[None]], axis=0), axis=0)
+    total = _lse(jnp.concatenate([body, gaps, tail[None]], axis=0), axis=0)
     return jnp.where(on, log_n + lp + total, -jnp.inf)
 
 
@@ -155,8 +166,9 @@ def soft_best_of_n(
     1e-10 at ``log N = 1e6`` (there the input itself and the nodes near
     ``log t = -1e6`` are rounded at that level), and the ``1/N^2`` rate with
     the §12 constant to 5e-5 at N = 2^18. Cost ``O(L^2)`` for ``L`` levels.
-    Jittable and vmappable; gradients are not supported yet (they come out
-    NaN: use finite differences).
+    Jittable, vmappable and differentiable in ``law.log_prob``,
+    ``log_num_samples`` and ``temperature`` (the quadrature nodes carry no
+    gradient; the integral does not depend on them).
 
     Args:
       law: a :class:`~asymalign.RewardLaw` (or stacked laws).

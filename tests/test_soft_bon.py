@@ -88,3 +88,32 @@ def test_many_samples_tend_to_the_tilt_at_rate_one_over_n_squared():
     scaled = kl * nums**2
     assert abs(scaled[1] - const) <= 0.01 * const
     assert abs(scaled[1] - const) < abs(scaled[0] - const)  # converging
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_gradients_match_finite_differences(pad):
+    """d/dτ, d/dlog N and d/dlog P of the soft best-of-N mean reward against central differences
+    (a padded law adds -inf levels, whose terms must carry zero, not NaN, gradient)."""
+    import jax
+
+    law = aa.reward_law(jnp.array([0.5, 0.3, 0.2]), jnp.array([0.0, 1.0, 2.0]), 3)
+    if pad:
+        law = aa.pad_law(law, 16)
+
+    def mean(log_prob, log_n, tau):
+        q = aa.soft_best_of_n(aa.RewardLaw(law.levels, log_prob, law.n, law.fingerprint), log_n, tau)
+        return aa.law_mean(q)
+
+    args = (law.log_prob, jnp.log(4.0), 0.7)
+    g_lp, g_ln, g_tau = jax.grad(mean, argnums=(0, 1, 2))(*args)
+    h = 1e-5
+    fd_ln = (mean(args[0], args[1] + h, args[2]) - mean(args[0], args[1] - h, args[2])) / (2 * h)
+    fd_tau = (mean(args[0], args[1], args[2] + h) - mean(args[0], args[1], args[2] - h)) / (2 * h)
+    assert float(g_ln) == pytest.approx(float(fd_ln), rel=1e-6)
+    assert float(g_tau) == pytest.approx(float(fd_tau), rel=1e-6)
+    on = np.isfinite(np.asarray(law.log_prob))
+    assert np.all(np.isfinite(np.asarray(g_lp))) and np.all(np.asarray(g_lp)[~on] == 0.0)
+    e = np.zeros(law.log_prob.shape)
+    e[2] = 1.0
+    fd_lp = (mean(args[0] + h * e, *args[1:]) - mean(args[0] - h * e, *args[1:])) / (2 * h)
+    assert float(g_lp[2]) == pytest.approx(float(fd_lp), rel=1e-6)
