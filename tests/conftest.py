@@ -16,7 +16,13 @@ warning asserts it with ``pytest.warns``.
 
 import os
 
-import jax
+# The suite never reads or writes the user's persistent compilation cache (~/.cache/asymalign/jax, which
+# `asymalign reproduce` and `asymalign sweep` turn on by default): its entries come from other processes
+# and XLA flags, and one such entry once crashed jaxlib's deserialiser mid-suite. Tests that exercise the
+# cache pass their own temporary directories. Set ASYMALIGN_COMPILE_CACHE=DIR to opt in deliberately.
+os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
