@@ -14,12 +14,13 @@ broadcast (a ``(k,)`` array meeting a ``(b, k)`` one without an explicit
 warning asserts it with ``pytest.warns``.
 """
 
+import gc
 import os
 
 # The suite never reads or writes the user's persistent compilation cache (~/.cache/asymalign/jax, which
-# `asymalign reproduce` and `asymalign sweep` turn on by default): its entries come from other processes
-# and XLA flags, and one such entry once crashed jaxlib's deserialiser mid-suite. Tests that exercise the
-# cache pass their own temporary directories. Set ASYMALIGN_COMPILE_CACHE=DIR to opt in deliberately.
+# `asymalign reproduce` and `asymalign sweep` turn on by default), so results and failures do not depend
+# on what other runs left there. Tests that exercise the cache pass their own temporary directories.
+# Set ASYMALIGN_COMPILE_CACHE=DIR to opt in deliberately.
 os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
 
 import jax  # noqa: E402
@@ -27,6 +28,7 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Known warnings from third-party code that say nothing about asymalign
@@ -52,3 +54,17 @@ settings.register_profile("dev", max_examples=60, **_common)
 settings.register_profile("nightly", max_examples=500, **_common)
 _default = "ci" if os.environ.get("CI") else "dev"
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_kernels():
+    """Drop JAX's compiled executables after each test module.
+
+    Every CPU executable holds about six memory mappings, and one process running
+    the whole suite compiles well over 10 000 of them: without this, the process
+    reaches the kernel's ``vm.max_map_count`` (65 530) and XLA segfaults while
+    compiling (seen in a fresh-clone CI run). Later modules recompile what they use.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
