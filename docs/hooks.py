@@ -38,7 +38,6 @@ PACKAGE = "asymalign"
 # Links in included repository text that point at repository files: where they live in the site.
 _LINK_MAP = {
     "THEORY.md": "theory.md",
-    "../shared/THEORY.md": "theory.md",
     "docs/theory.md": "theory.md",
     "benchmarks/RESULTS.md": "benchmarks.md",
     "RESULTS.md": "benchmarks.md",
