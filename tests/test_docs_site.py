@@ -160,7 +160,7 @@ def test_include_directives_and_rst_conversion(tmp_path):
     assert hooks.section(text, "B") == "body b"
     with pytest.raises(Exception, match="no heading"):
         hooks.section(text, "C")
-    assert hooks._fix_links("see [x](../shared/THEORY.md#s3) and [y](figures/a.png)") == (
+    assert hooks._fix_links("see [x](THEORY.md#s3) and [y](figures/a.png)") == (
         "see [x](theory.md#s3) and [y](figures/a.png)"
     )
 
