@@ -13,6 +13,13 @@ levels are found exactly by coin change (:func:`_mincoins`); the exact
 log-space convolution (:func:`_lattice_log_law_dp`) is the fallback for deep
 dips. Lattice detection (:func:`_detect_lattice`) runs on the host.
 
+Compilation (issue 11): the host-side entry points (:func:`_lattice_jit`,
+:func:`_lattice_dp_jit`, and the window law's) take ``n`` as a traced
+integer; only the FFT size, the number of tilts, the output length and the
+bit count of the power are static, each a power of two, so every ``n`` of a
+bucket shares one executable. The output is cut to ``n·span + 1`` levels on
+the host.
+
 Private: the public constructors are in :mod:`asymalign.sequence_laws`
 (``reward_law``, ``law_from_lattice``) and the best-of-N window law in
 :mod:`asymalign._window_law`.
@@ -28,6 +35,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._buckets import device_array
 
 # Relative tolerance for lattice detection.
 _LATTICE_RTOL = 1e-9
@@ -141,11 +149,35 @@ def _tilt_stats(log_w, theta):
     return ph, lam_w, jnp.sum(ph * m)
 
 
-def _window_reader(log_w, n: int, M: int):
+def _int_power(z, n, nbits: int | None = None):
+    """``z**n`` by square-and-multiply (the algorithm of ``lax.integer_pow``).
+
+    A static ``n`` goes to ``lax.integer_pow``. A traced integer ``n`` (``0 <=
+    n < 2**nbits``, ``nbits`` static) runs the same multiplications: over the
+    bits of ``n`` from the lowest, multiply the accumulator by the current
+    square where the bit is set, then square. The accumulator starts at exactly
+    ``1``, and ``1 · z = z`` exactly, so the result is the same as
+    ``integer_pow``'s whatever ``nbits``: one executable serves every ``n``
+    below ``2**nbits``.
+    """
+    if isinstance(n, int):
+        return jax.lax.integer_pow(z, n)
+    n = jnp.asarray(n, jnp.int32)
+
+    def body(i, carry):
+        acc, base = carry
+        acc = jnp.where((n >> i) & 1 == 1, acc * base, acc)
+        return acc, base * base
+
+    return jax.lax.fori_loop(0, nbits, body, (jnp.ones_like(z), z))[0]
+
+
+def _window_reader(log_w, n, M: int, nbits: int | None = None):
     """``window(θ) -> (centre, ratio, Q)``: the tilted law ``Q = (w_θ)^{*n}`` on
     the ``M`` levels ``centre - M//2 .. centre + M//2 - 1`` from one inverse
     FFT, ``centre = round(n Λ_w'(θ))``, and ``ratio = Q / max Q`` (THEORY.md §7).
-    Then ``P_n(s) = Q(s) e^{-θ s + n Λ_w(θ)}``."""
+    Then ``P_n(s) = Q(s) e^{-θ s + n Λ_w(θ)}``. ``n`` is a Python int, or a
+    traced integer below ``2**nbits`` (:func:`_int_power`)."""
     span = log_w.shape[-1] - 1
     L = n * span + 1
     dt = log_w.dtype
@@ -160,23 +192,26 @@ def _window_reader(log_w, n: int, M: int):
         ph, _, mu = _tilt_stats(log_w, theta)
         centre = jnp.clip(jnp.round(n * mu), 0, L - 1).astype(jnp.int32)
         # Characteristic function χ(ω) = Σ_m φ_θ(m) e^{-iωm}; |χ| <= 1, so its
-        # n-th power by repeated squaring (static n) cannot overflow and its
-        # relative error grows only like log2(n) ulps (no large-phase trig).
-        q = jnp.fft.irfft(jax.lax.integer_pow(table @ ph.astype(cdt), n), n=M)
+        # n-th power by repeated squaring cannot overflow and its relative
+        # error grows only like log2(n) ulps (no large-phase trig).
+        q = jnp.fft.irfft(_int_power(table @ ph.astype(cdt), n, nbits), n=M)
         q = q[(centre + t_idx) % M]  # the circular law read around the centre
         return centre, q / jnp.max(q), q
 
     return window
 
 
-def _best_windows(log_w, n: int, thetas, M: int, base, size: int):
+def _best_windows(log_w, n, thetas, M: int, base, size: int, nbits: int | None = None):
     """Best reading of levels ``base .. base + size - 1`` over the tilts
     ``thetas``: each level takes its value from the window where ``Q/max Q``
-    is largest; unreachable levels get ``-inf``. Returns ``(log P, score)``
-    with ``score = log(Q/max Q)`` there (relative error ~``1e-16 e^{-score}``)."""
+    is largest; unreachable levels (also those above ``n·span``) get ``-inf``.
+    Returns ``(log P, score)`` with ``score = log(Q/max Q)`` there (relative
+    error ~``1e-16 e^{-score}``). ``n``: a Python int, or traced below
+    ``2**nbits`` (static sizes ``M``, ``size``, ``nbits``: one executable for
+    every ``n`` of a bucket)."""
     span = log_w.shape[-1] - 1
     dt = log_w.dtype
-    window = _window_reader(log_w, n, M)
+    window = _window_reader(log_w, n, M, nbits)
     pad = M + 1  # centres may lie up to M/2 outside the output range
     width = size + 2 * pad
 
@@ -227,14 +262,16 @@ def _lattice_log_law_scored(log_w, n: int, num_tilts: int, fft_size: int):
     return logp - logsumexp(logp), score
 
 
-def _lattice_log_law_dp(log_w, n: int):
+def _lattice_log_law_dp(log_w, n, size: int | None = None):
     """Exact log-space convolution power by ``n`` one-token steps,
     ``P_{j+1}(s) = logsumexp_m P_j(s - m) + log w(m)``: cost ``O(n^2 span^2)``,
     relative accuracy at every level whatever the shape of the law. The
     fallback for laws the tilted windows cannot resolve (deep dips, e.g. a
-    letter of probability 1e-30)."""
+    letter of probability 1e-30). Levels ``0 .. size - 1`` (default
+    ``n·span + 1``, static ``n``); with a static ``size >= n·span + 1`` the
+    number of steps ``n`` may be traced (levels above ``n·span`` stay ``-inf``)."""
     span = log_w.shape[-1] - 1
-    L = n * span + 1
+    L = n * span + 1 if size is None else size
     init = jnp.full((L + span,), -jnp.inf, log_w.dtype).at[span].set(0.0)
 
     def step(_, cur):
@@ -272,12 +309,20 @@ def _pad_tilts(thetas: np.ndarray) -> jax.Array:
     """Tilts padded to a bucket by repeating the last (a repeated window
     changes nothing: only a strictly better score replaces a reading)."""
     size = _bucket(thetas.size, 8)
-    return jnp.asarray(np.concatenate([thetas, np.full(size - thetas.size, thetas[-1])]))
+    return device_array(np.concatenate([thetas, np.full(size - thetas.size, thetas[-1])]))
 
 
-def _lattice_from_thetas(log_w, n: int, thetas, fft_size: int):
-    """Full lattice law from given tilts: ``(log P normalised, score)``."""
-    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, n * (log_w.shape[-1] - 1) + 1)
+def _power_bits(n: int) -> int:
+    """Static bit count of the traced power ``n`` (:func:`_int_power`): that of
+    the next power of two, so every ``n`` of a bucket shares one executable."""
+    return _bucket(n, 1).bit_length()
+
+
+def _lattice_from_thetas(log_w, n, thetas, fft_size: int, size: int, nbits: int):
+    """Full lattice law from given tilts on levels ``0 .. size - 1`` (``size >=
+    n·span + 1``; levels above ``n·span`` are ``-inf``): ``(log P normalised,
+    score)``. ``n`` traced below ``2**nbits``."""
+    logp, score = _best_windows(log_w, n, thetas, fft_size, 0, size, nbits)
     return logp - logsumexp(logp), score
 
 
@@ -287,13 +332,33 @@ def _lattice_log_w(lattice, weights):
     span = int(m[-1])
     log_w = np.full(span + 1, -np.inf)
     log_w[m] = np.log(weights)
-    return a, h, span, jnp.asarray(log_w)
+    return a, h, span, device_array(log_w)
 
 
-_lattice_jit = jax.jit(_lattice_from_thetas, static_argnums=(1, 3))
-_lattice_dp_jit = jax.jit(_lattice_log_law_dp, static_argnums=(1,))
+# n traced; the FFT size, output length (a power of two of n·span + 1) and
+# power bit count are static: one compilation per bucket, not per n (issue 11).
+_lattice_bucketed = jax.jit(_lattice_from_thetas, static_argnums=(3, 4, 5))
+_lattice_dp_bucketed = jax.jit(_lattice_log_law_dp, static_argnums=(2,))
 
 
 def _bucket(length: int, minimum: int = 64) -> int:
     """Padded length: powers of two (at least ``minimum``), so kernels compile O(log L) times."""
     return max(minimum, 1 << (length - 1).bit_length())
+
+
+def _lattice_jit(log_w, n: int, thetas, fft_size: int):
+    """Host-side full lattice law ``(log P, score)`` (NumPy, ``n·span + 1``
+    levels) from padded tilts: the bucketed kernel, cut on the host."""
+    span = log_w.shape[-1] - 1
+    L = n * span + 1
+    size = _bucket(L)
+    # every n whose n·span + 1 fits in `size` has fewer bits than (size - 1) // span
+    nbits = ((size - 1) // span).bit_length()
+    logp, score = _lattice_bucketed(log_w, np.int32(n), thetas, fft_size, size, nbits)
+    return np.asarray(logp)[:L], np.asarray(score)[:L]
+
+
+def _lattice_dp_jit(log_w, n: int):
+    """Host-side exact log-space law (:func:`_lattice_log_law_dp`, NumPy), bucketed in length."""
+    L = n * (log_w.shape[-1] - 1) + 1
+    return np.asarray(_lattice_dp_bucketed(log_w, np.int32(n), _bucket(L)))[:L]

@@ -15,6 +15,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._lattice import _power_bits
 from .sequence_laws import (
     _MAX_LATTICE_LEVELS,
     _MIN_SCORE,
@@ -72,7 +73,14 @@ def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
     return log_c + j * math.log(w1) + (n - j) * math.log1p(-w1)
 
 
-_window_jit = jax.jit(_best_windows, static_argnums=(1, 3, 5))
+# n and the first level traced; FFT size, window length and power bit count
+# static (all bucketed): one compilation per bucket of n, not per n (issue 11).
+_window_bucketed = jax.jit(_best_windows, static_argnums=(3, 5, 6))
+
+
+def _window_jit(log_w, n: int, thetas, fft_size: int, base: int, size: int):
+    """:func:`_best_windows` of levels ``base .. base + size - 1`` with ``n`` traced."""
+    return _window_bucketed(log_w, np.int32(n), thetas, fft_size, np.int32(base), size, _power_bits(n))
 
 
 def _window_law(values, weights, n: int, lam_lo: float, lam_hi: float):

@@ -31,6 +31,7 @@ from jax.scipy.special import gammaln
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._lattice import (  # noqa: F401  (_MIN_SCORE, _best_windows, _bucket, ... re-exported for _window_law)
     _MAX_DP_WORK,
     _MIN_SCORE,
@@ -353,7 +354,7 @@ def reward_law(p: ArrayLike, r: ArrayLike, n: int, method: str = "auto") -> Rewa
             raise ValueError(f"method='types': {num_types(n, k)} types for n = {n}, k = {k} exceeds {_MAX_TYPES}")
         levels, logp = _types_law_host(values, weights, n)
         logp = logp - np.logaddexp.reduce(logp)
-        return RewardLaw(jnp.asarray(levels), jnp.asarray(logp), n, fp)
+        return RewardLaw(device_array(levels), device_array(logp), n, fp)
     if lattice is None:
         raise ValueError("method='lattice': the rewards on supp p are not on a lattice a + h*m")
     a, h, span, log_w = _lattice_log_w(lattice, weights)
@@ -374,4 +375,4 @@ def reward_law(p: ArrayLike, r: ArrayLike, n: int, method: str = "auto") -> Rewa
             )
     idx = np.flatnonzero(np.isfinite(logp))
     levels = n * a + h * idx.astype(np.float64)
-    return RewardLaw(jnp.asarray(levels), jnp.asarray(logp[idx]), n, fp)
+    return RewardLaw(device_array(levels), device_array(logp[idx]), n, fp)
