@@ -15,9 +15,19 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._validate import is_concrete
-from .sampling import _alias_split, _draw_tokens, _group_tokens, _group_values, random_words
+from .sampling import (
+    _TABLE_BITS,
+    _alias_split,
+    _draw_tokens,
+    _group_size,
+    _group_tokens,
+    _group_values,
+    _tokens_from_bits,
+    random_words,
+)
 
 # Tokens per fixed random block: the block size B = max(1, _BLOCK_TOKENS // n)
 # (at most N) fixes the random stream; chunking only groups whole blocks.
@@ -48,6 +58,77 @@ def _plan(n: int, num_samples: int, num_trials: int, chunk_size: int) -> _Plan:
     num_trial_chunks = -(-num_trials // tpc)
     tpc = -(-num_trials // num_trial_chunks)
     return _Plan(block, bpc, num_chunks, tpc, num_trial_chunks)
+
+
+def _samples_plan(n: int, num_samples: int, num_trials: int, chunk_size: int) -> _Plan | None:
+    """A plan shared by every ``N`` of a bucket, for a traced ``N`` with a static
+    ``n`` (where :func:`_traced_plan` does not apply), or ``None`` when ``N``
+    fixes the block size (``N < 4096 // n``: the block is ``N`` sequences).
+
+    For ``N >= max(1, 4096 // n)`` the block ``B = max(1, 4096 // n)`` does not
+    depend on ``N``, so the random stream of ``N`` samples is the first ``N``
+    sequences of that of any larger ``N``; chunks of blocks are then drawn in a
+    ``while_loop`` until ``N`` samples exist (as for Best-of-Poisson). The
+    static sizes come from the power of two ``S >= N``: chunks of at most a
+    quarter of the blocks of the bucket's smallest ``N`` (so at most about a
+    quarter of a chunk is drawn beyond ``N``), within ``chunk_size`` tokens."""
+    block = max(1, _BLOCK_TOKENS // n)
+    if num_samples < block:
+        return None
+    size = 1 << (num_samples - 1).bit_length()
+    max_blocks = -(-size // block)
+    min_blocks = -(-(size // 2 + 1) // block)
+    bpc = max(1, min(max_blocks, chunk_size // (block * n), min_blocks // 4))
+    num_chunks = -(-max_blocks // bpc)
+    per_trial = bpc * block * n
+    tpc = min(num_trials, max(1, chunk_size // per_trial))
+    num_trial_chunks = -(-num_trials // tpc)
+    tpc = -(-num_trials // num_trial_chunks)
+    return _Plan(block, bpc, num_chunks, tpc, num_trial_chunks)
+
+
+class _Shape(NamedTuple):
+    """Static padded sizes of the simulator with ``(n, N)`` traced (issue 11)."""
+
+    rows: int  # units (groups or tokens) per sequence, at most, over the bucket of n
+    block: int  # sequences per random block, at most
+    half: int  # uint64 words drawn per block (2 * half >= units in any block of the bucket)
+    tokens: int  # padded sequence length of the returned tokens: rows * group
+
+
+def _traced_plan(n: int, sizing: int, num_trials: int, chunk_size: int, k: int, group: int):
+    """``(shape, plan)`` for one executable shared by every ``n`` of the bucket
+    ``[2^a, 2^(a+1))`` and every ``N`` of ``(S/2, S]`` (``S = sizing``, a power of
+    two), or ``None`` where a shape would change within the bucket.
+
+    The random stream is unchanged (module docstring of :mod:`asymalign.simulation`):
+    block ``b`` holds ``B = min(N, max(1, 4096 // n))`` sequences whose ``G`` units
+    (groups of ``group`` tokens, or tokens) are words ``g·B + j`` of
+    :func:`~asymalign.sampling.random_words` of ``G·B`` words; those words are
+    the first ones of a longer draw (``jax.random.bits`` is prefix-stable), so
+    padded static sizes hold them with ``n``, ``B`` and ``N`` traced. Needs the
+    group size to be the same for every ``n`` of the bucket and at least two
+    words per block (one word is drawn differently)."""
+    n_lo = 1 << (n.bit_length() - 1)
+    n_hi = 2 * n_lo - 1
+    m = max(1, group)
+    if n_lo < 2 or sizing < 2 or (group > 1 and _group_size(k, _TABLE_BITS) != group) or group > n_lo:
+        return None
+    nn = np.arange(n_lo, min(n_hi, 2 * _BLOCK_TOKENS) + 1, dtype=np.int64)
+    nn = np.append(nn, n_hi)
+    units = -(-nn // m) * np.minimum(sizing, np.maximum(1, _BLOCK_TOKENS // nn))
+    half = int(-(-int(units.max()) // 2))
+    rows = -(-n_hi // m)
+    block = min(sizing, max(1, _BLOCK_TOKENS // n_lo))
+    shape = _Shape(rows, block, half, rows * m)
+    per_block = (2 * half + block) * m  # tokens held per block
+    max_blocks = -(-sizing // max(1, min(sizing // 2 + 1, _BLOCK_TOKENS // n_hi)))
+    min_blocks = -(-(sizing // 2 + 1) // block)
+    bpc = max(1, min(max_blocks, chunk_size // per_block, min_blocks // 4))
+    tpc = min(num_trials, max(1, chunk_size // (bpc * per_block)))
+    num_trial_chunks = -(-num_trials // tpc)
+    tpc = -(-num_trials // num_trial_chunks)
+    return shape, _Plan(block, bpc, 0, tpc, num_trial_chunks)
 
 
 def _poisson_bucket(mean) -> int:
@@ -117,6 +198,88 @@ def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
     return draw
 
 
+def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens):
+    """As :func:`_block_drawer`, with ``n`` and the block size ``block`` traced
+    and static padded sizes ``shape``: ``draw(block_key) -> (r_n, G_n or None,
+    units or None)`` for ``shape.block`` slots (those ``>= block`` are padding),
+    the units flat (``units[g·block + j]``: unit ``g`` of sequence ``j``). Same
+    words, tables and left-to-right sums as :func:`_block_drawer`, so the same
+    floats bit for bit."""
+    k = r.shape[0]
+    scores = (r,) if g is None else (r, g)
+    m = max(1, group)
+    rows = -(-n // m)  # traced
+    rest = n - (rows - 1) * m
+    size = rows * block
+    h = (size + 1) // 2
+    half, slots = shape.half, shape.block
+    length = 2 * half + slots
+    pos = jnp.arange(length)
+
+    def words(bkey):
+        if not jax.config.jax_enable_x64:
+            return jax.random.bits(bkey, (length,), jnp.uint32)
+        wide = jax.random.bits(bkey, (half,), jnp.uint64)
+        lo = jnp.concatenate([wide.astype(jnp.uint32), jnp.zeros((length - half,), jnp.uint32)])
+        hi = jnp.concatenate([jnp.zeros((half,), jnp.uint32), (wide >> 32).astype(jnp.uint32)])
+        hi = jax.lax.dynamic_slice(jnp.concatenate([hi, jnp.zeros((length,), jnp.uint32)]), (half - h,), (length,))
+        return jnp.where(pos < h, lo, hi)  # word f: low half of wide[f], then high half of wide[f - h]
+
+    if group:
+        size_t = sampler.threshold.shape[0]
+
+        def tables(v):
+            full = _group_values(v, k, m, size_t, m)
+            # the last group's first `rest` tokens (traced): the same sums, masked
+            cell = jnp.arange(size_t, dtype=jnp.int32)
+            part = v[(cell // k ** (m - 1)) % k]
+            for j in range(1, m):
+                part = jnp.where(j < rest, part + v[(cell // k ** (m - 1 - j)) % k], part)
+            return (full, full[sampler.alias]), (part, part[sampler.alias])
+
+        tabs = [tables(v) for v in scores]
+
+        def unit_values(bkey):
+            idx, keep = _alias_split(words(bkey), sampler)
+            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None
+            vals = [(jnp.where(keep, t[0][0][idx], t[0][1][idx]), (t[1], idx, keep)) for t in tabs]
+            return vals, units
+
+        def last_row(extra):
+            (part, part_alias), idx, keep = extra
+            start = (rows - 1) * block
+            i = jax.lax.dynamic_slice(idx, (start,), (slots,))
+            kp = jax.lax.dynamic_slice(keep, (start,), (slots,))
+            return jnp.where(kp, part[i], part_alias[i])
+
+    else:
+        thresholds, last_token = sampler
+
+        def unit_values(bkey):
+            tok = _tokens_from_bits(words(bkey), thresholds, last_token)
+            return [(v[tok], None) for v in scores], tok if return_tokens else None
+
+        def last_row(extra):
+            return None
+
+    def row(vals, t):
+        return jax.lax.dynamic_slice(vals, (t * block,), (slots,))
+
+    def total(vals, extra):
+        # Strictly left to right over the sequence's units, as _block_drawer.
+        final = row(vals, rows - 1) if extra is None else last_row(extra)
+        acc = jnp.where(rows == 1, final, row(vals, 0))
+        acc = jax.lax.fori_loop(1, rows - 1, lambda t, acc: acc + row(vals, t), acc)
+        return jnp.where(rows > 1, acc + final, acc)
+
+    def draw(bkey):
+        vals, units = unit_values(bkey)
+        sums = [total(v, extra) for v, extra in vals]
+        return sums[0], (sums[1] if g is not None else None), units
+
+    return draw
+
+
 # ---------------------------------------------------------------------------
 # the jitted simulators
 # ---------------------------------------------------------------------------
@@ -134,6 +297,7 @@ def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
         "poisson",
         "return_tokens",
         "group",
+        "shape",
     ),
 )
 def _simulate(
@@ -153,23 +317,41 @@ def _simulate(
     poisson,
     return_tokens,
     group,
+    samples=None,
+    shape=None,
+    sizes=None,
 ):
     """``sampler`` is ``(thresholds, last)`` when ``group == 0`` (one word per
     token), else an :class:`~asymalign.sampling._Alias` for groups of ``group`` tokens.
     ``g`` is ``None`` or the gold vector; ``mean`` is used when ``poisson``,
-    ``temperature`` when ``soft``."""
-    block, bpc, num_chunks, tpc, num_trial_chunks = plan
-    draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=return_tokens)
+    ``temperature`` when ``soft``. ``samples``: ``None`` (``N = num_samples``,
+    static) or a traced ``N`` with a plan from :func:`_samples_plan` or
+    :func:`_traced_plan`. ``shape``: ``None`` (``n`` static) or the static padded
+    sizes of :func:`_traced_plan`, with ``sizes = (n, cap)`` traced (the block
+    is ``min(cap, max(1, 4096 // n))``, ``cap`` being ``N`` or the Poisson size
+    class); the tokens then come back padded to ``shape.tokens``."""
+    slots, bpc, num_chunks, tpc, num_trial_chunks = plan
+    if shape is None:
+        block = slots
+        draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=return_tokens)
+        units_per_seq = -(-n // group) if group else n
+    else:
+        n_t, cap = (jnp.asarray(x, jnp.int32) for x in sizes)
+        block = jnp.minimum(cap, jnp.maximum(1, _BLOCK_TOKENS // n_t))
+        draw = _traced_drawer(sampler, r, g, n=n_t, block=block, shape=shape, group=group, return_tokens=return_tokens)
+        units_per_seq = shape.rows
+        rows_t = -(-n_t // max(1, group))
     neg_inf = jnp.asarray(-jnp.inf, r.dtype)
-    units_per_seq = -(-n // group) if group else n
 
     def draw_block(trial_key, b, limit):
         bkey = jax.random.fold_in(trial_key, b)
         s, gold, units = draw(bkey)
         sel = -s if worst else s  # negation is exact
         if soft:
-            sel = sel / temperature + jax.random.gumbel(jax.random.fold_in(bkey, 1), (block,), r.dtype)
-        valid = b * block + jnp.arange(block) < limit
+            sel = sel / temperature + jax.random.gumbel(jax.random.fold_in(bkey, 1), (slots,), r.dtype)
+        valid = b * block + jnp.arange(slots) < limit
+        if shape is not None:
+            valid = valid & (jnp.arange(slots) < block)
         return jnp.where(valid, sel, neg_inf), s, gold, units
 
     def trial(i):
@@ -177,6 +359,8 @@ def _simulate(
         if poisson:
             count_key = jax.random.fold_in(trial_key, _COUNT_STREAM)
             limit = 1 + jax.random.poisson(count_key, mean, dtype=jnp.int32)
+        elif samples is not None:
+            limit = jnp.asarray(samples, jnp.int32)
         else:
             limit = jnp.asarray(num_samples, jnp.int32)
 
@@ -192,7 +376,13 @@ def _simulate(
             if gold is not None:
                 best_gold = jnp.where(better, gold.reshape(-1)[j], best_gold)
             if return_tokens:
-                best_units = jnp.where(better, units[j // block, :, j % block], best_units)
+                if shape is None:
+                    chosen = units[j // block, :, j % block]
+                else:  # flat units: unit t of sequence j is at t * block + j
+                    t = jnp.arange(shape.rows)
+                    chosen = jnp.take(units[j // slots], t * block + j % slots, mode="clip")
+                    chosen = jnp.where(t < rows_t, chosen, 0)
+                best_units = jnp.where(better, chosen, best_units)
             return (best_sel, best_s, best_gold, best_units), None
 
         init = (
@@ -201,7 +391,7 @@ def _simulate(
             None if g is None else jnp.zeros((), g.dtype),
             jnp.zeros((units_per_seq,), jnp.int32) if return_tokens else None,
         )
-        if poisson:  # draw chunks until the trial's N samples exist (exact, no cap)
+        if poisson or samples is not None:  # draw chunks until the trial's N samples exist (exact, no cap)
             _, carry = jax.lax.while_loop(
                 lambda st: st[0] * (bpc * block) < limit,
                 lambda st: (st[0] + 1, step(st[1], st[0])[0]),
@@ -220,7 +410,8 @@ def _simulate(
     tokens = None
     if return_tokens:
         units = units.reshape(-1, units_per_seq)[:num_trials]
-        tokens = _group_tokens(units, r.shape[0], group, n) if group else units
+        length = n if shape is None else shape.tokens
+        tokens = _group_tokens(units, r.shape[0], group, length) if group else units
     return rewards, tokens, gold, counts
 
 

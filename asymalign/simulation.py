@@ -40,6 +40,12 @@ fold_in(t_i, b)`` (its Gumbel noise from ``fold_in(k_b, 1)``; the Poisson count
 of trial ``i`` from ``fold_in(t_i, 2^32 - 1)``). Results are therefore
 bit-identical for every ``chunk_size``, and the hard and soft rules (and
 :func:`simulate_draws` with ``num_draws = N``) see the same sequences.
+
+Compilation (issue 11): the words of block ``b`` are the first ``G·B`` of a
+prefix-stable ``jax.random.bits`` draw (``G`` units per sequence), so the
+simulators can hold them in static padded sizes with ``n``, ``B`` and ``N``
+traced (:func:`~asymalign._sim_kernel._traced_plan`): one executable per
+power-of-two bucket of ``n`` and of ``N``, the same samples bit for bit.
 """
 
 from __future__ import annotations
@@ -52,7 +58,17 @@ import jax.typing
 import numpy as np
 
 from . import _numerics as nx
-from ._sim_kernel import _BLOCK_TOKENS, _DEFAULT_CHUNK, _draws, _plan, _poisson_bucket, _simulate
+from ._buckets import bucket, device_array
+from ._sim_kernel import (
+    _BLOCK_TOKENS,
+    _DEFAULT_CHUNK,
+    _draws,
+    _plan,
+    _poisson_bucket,
+    _samples_plan,
+    _simulate,
+    _traced_plan,
+)
 from ._validate import check_model, check_nonneg, check_positive_int, check_reward, is_concrete
 from .sampling import _group_size, make_sampler
 
@@ -152,9 +168,27 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
     r, g, n, num_trials, chunk_size, group, sampler = _prepare(key, p, r, g, n, num_trials, chunk_size)
     soft, temperature = _temperature(temperature, r.dtype)
     poisson = poisson_mean is not None
-    sizing = _poisson_bucket(poisson_mean) if poisson else num_samples
-    plan = _plan(n, sizing, num_trials, chunk_size)
+    sizing = _poisson_bucket(poisson_mean) if poisson else bucket(num_samples)
+    kw = dict(worst=bool(worst), soft=soft, poisson=poisson, return_tokens=bool(return_tokens), group=group)
     mean = jnp.asarray(poisson_mean if poisson else 0.0, r.dtype)
+    samples = None if poisson else np.int32(num_samples)
+    traced = _traced_plan(n, sizing, num_trials, chunk_size, r.shape[0], group)
+    if traced is not None:
+        # n and N traced: one compilation per bucket of n and of N (issue 11).
+        shape, plan = traced
+        sizes = (np.int32(n), np.int32(min(sizing, 2**30) if poisson else num_samples))
+        rewards, tokens, gold, counts = _simulate(
+            key, sampler, r, g, mean, temperature, n=0, num_samples=0, num_trials=num_trials, plan=plan,
+            samples=samples, shape=shape, sizes=sizes, **kw
+        )  # fmt: skip
+        if tokens is not None:  # padded to shape.tokens: cut to n (on the host when concrete)
+            tokens = device_array(np.asarray(tokens)[:, :n]) if is_concrete(tokens) else tokens[:, :n]
+        return BoNSimulation(rewards, tokens, gold, counts)
+    # N traced when it does not fix the block size: one compilation per bucket of N.
+    plan = None if poisson else _samples_plan(n, num_samples, num_trials, chunk_size)
+    if plan is None:
+        samples = None
+        plan = _plan(n, sizing if poisson else num_samples, num_trials, chunk_size)
     out = _simulate(
         key,
         sampler,
@@ -163,14 +197,11 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
         mean,
         temperature,
         n=n,
-        num_samples=0 if poisson else num_samples,
+        num_samples=0 if poisson or samples is not None else num_samples,
         num_trials=num_trials,
         plan=plan,
-        worst=bool(worst),
-        soft=soft,
-        poisson=poisson,
-        return_tokens=bool(return_tokens),
-        group=group,
+        samples=samples,
+        **kw,
     )
     return BoNSimulation(*out)
 
@@ -207,12 +238,17 @@ def simulate_bon(
     model pass it as ``p``: ``simulate_bon(key, tilt(p, r, lam), r, ...)``.
     The function never uses an exact law, so it checks the exact machinery.
 
-    Jit-compiled once per ``(n, num_samples, num_trials, chunk plan, worst,
-    soft, return_tokens)``, alphabet size, whether ``g`` is given and whether
-    ``p`` is concrete (the sampler: :mod:`asymalign.sampling`); ``temperature``
-    is not static. Memory is bounded by chunking (about ``chunk_size`` tokens at
-    once, default ``2^21``); the result is bit-identical for every
-    ``chunk_size`` (module docstring).
+    Compiled once per shape bucket: ``n`` and ``N`` are traced (one executable
+    for every ``n`` in ``[2^a, 2^(a+1))`` and every ``N`` in ``(2^(b-1), 2^b]``,
+    blocks padded to the bucket's largest), except where the sampler's group of
+    tokens still grows with ``n`` (``n`` below the group size, e.g. ``n < 8``
+    for ``k = 3``): then once per ``n`` (and per ``N`` when ``N < 4096 // n``).
+    Static besides: ``num_trials``, ``worst``, ``soft``, ``return_tokens``,
+    the alphabet size, whether ``g`` is given and whether ``p`` is concrete
+    (the sampler: :mod:`asymalign.sampling`); ``temperature`` is not static.
+    The samples do not depend on the bucket. Memory is bounded by chunking
+    (about ``chunk_size`` tokens at once, default ``2^21``); the result is
+    bit-identical for every ``chunk_size`` (module docstring).
 
     Args:
       key: a JAX PRNG key.
@@ -290,7 +326,8 @@ def simulate_best_of_poisson(
     trials runs until its largest ``N_t``). ``num_drawn`` returns the ``N_t``.
 
     Compiled once per size class of ``mean`` (powers of two of ``1 + μ + 8√μ
-    + 8``, which fix the block size); the value of ``mean`` is not static.
+    + 8``, which fix the block size) and bucket of ``n`` (as
+    :func:`simulate_bon`); the value of ``mean`` is not static.
 
     Args:
       key, p, r, n, num_trials, worst, temperature, g, return_tokens, chunk_size:

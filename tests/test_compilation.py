@@ -10,7 +10,9 @@ makes its test pass unexpectedly, which fails the run until the marker goes.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import asymalign as aa
 from asymalign._buckets import bucket, call_bucketed
@@ -150,3 +152,74 @@ def test_traced_power_matches_integer_pow():
             got = np.asarray(power(z, np.int32(n), nbits))
             np.testing.assert_allclose(got, want, rtol=1e-12 * max(1, n.bit_length()), atol=1e-300)
     _assert_no_compilation(lambda: power(z, np.int32(77), 20), "_int_power new n")
+
+
+def test_simulate_bon_n_and_num_samples_in_one_bucket():
+    p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.5])
+    g = np.array([1.0, -0.5, 0.25])
+    aa.simulate_bon(jax.random.key(0), p, r, 8, 4096, 64)
+    aa.simulate_bon(jax.random.key(0), p, r, 8, 4096, 64, g=g, return_tokens=True)
+    aa.simulate_best_of_poisson(jax.random.key(0), p, r, 8, 100.0, 64)
+    for n, num in ((10, 3000), (12, 2500), (15, 4000)):
+        key = jax.random.key(n)
+        _assert_no_compilation(
+            lambda n=n, num=num, key=key: aa.simulate_bon(key, p, r, n, num, 64), f"simulate_bon {n, num}"
+        )
+        with CompileCounter() as c:
+            sim = aa.simulate_bon(key, p, r, n, num, 64, g=g, return_tokens=True)
+        assert c.count == 0, dict(c.names)
+        assert sim.tokens.shape == (64, n)
+        np.testing.assert_allclose(r[np.asarray(sim.tokens)].sum(axis=1), np.asarray(sim.rewards), rtol=1e-12)
+        np.testing.assert_allclose(g[np.asarray(sim.tokens)].sum(axis=1), np.asarray(sim.gold), rtol=1e-12)
+        _assert_no_compilation(
+            lambda n=n, key=key: aa.simulate_best_of_poisson(key, p, r, n, 90.0, 64), f"best_of_poisson n={n}"
+        )
+
+
+@pytest.mark.parametrize(
+    "k, n, num, kw",
+    [
+        (3, 10, 3000, {}),  # groups of 7 tokens, a partial last group
+        (3, 13, 100, {"worst": True}),  # N < 4096 // n: N sequences per block
+        (2, 20, 7, {"temperature": 0.7}),
+        (5, 300, 40, {"g": True}),
+        (5000, 9, 600, {}),  # single-token alias table
+    ],
+)
+def test_simulate_bon_traced_sizes_match_the_static_kernel(k, n, num, kw):
+    # The bucketed simulator (n, N traced, padded blocks) draws the same random
+    # stream as the kernel with static n and N (the stream's definition): the
+    # same rewards, gold and tokens, bit for bit.
+    from asymalign import _sim_kernel as sk
+    from asymalign import sampling as smp
+
+    rng = np.random.default_rng(k + n)
+    p, r = rng.dirichlet(np.ones(k)), np.round(rng.normal(size=k), 3)
+    gold = rng.normal(size=k) if kw.pop("g", False) else None
+    trials, key = 24, jax.random.key(n)
+    sim = aa.simulate_bon(key, p, r, n, num, trials, g=gold, return_tokens=True, **kw)
+    group, sampler = smp.make_sampler(p, n)
+    temperature = kw.get("temperature")
+    ref = sk._simulate(
+        key,
+        sampler,
+        jnp.asarray(r),
+        None if gold is None else jnp.asarray(gold),
+        jnp.zeros(()),
+        jnp.asarray(1.0 if temperature is None else temperature),
+        n=n,
+        num_samples=num,
+        num_trials=trials,
+        plan=sk._plan(n, num, trials, sk._DEFAULT_CHUNK),
+        worst=kw.get("worst", False),
+        soft=temperature is not None,
+        poisson=False,
+        return_tokens=True,
+        group=group,
+    )
+    assert sk._traced_plan(n, num, trials, sk._DEFAULT_CHUNK, k, group) is not None  # the bucketed path ran
+    for got, want in zip((sim.rewards, sim.tokens, sim.gold), ref[:3], strict=True):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
