@@ -29,6 +29,7 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._validate import check_model, check_positive_int, check_reward, is_concrete
 from .sequence_laws import (
     _MERGE_RTOL,
@@ -223,8 +224,8 @@ def _gold_lattice(p, r, n, lattice, weights, gs, gv, dt):
     log_a0, a1n, c2 = _pair_stats(w, gsd)
     with np.errstate(divide="ignore"):
         log_w = np.log(w)
-    args = [jnp.asarray(x, dt) for x in (buf, log_w, gsd, gvd, log_a0, a1n, c2)]
-    log_pn, mu, e1, cov = (np.asarray(x) for x in _lattice_kernel_jit(*args, jnp.asarray(n, dt), size=bucket))
+    args = [device_array(x, dt) for x in (buf, log_w, gsd, gvd, log_a0, a1n, c2, n)]
+    log_pn, mu, e1, cov = (np.asarray(x) for x in _lattice_kernel_jit(*args, size=bucket))
     idx = np.flatnonzero(np.isfinite(log_pn[:size]))
     var = n * e1[idx] + n * (n - 1.0) * cov[idx]
     log_pn = log_pn[idx] - np.logaddexp.reduce(log_pn[idx])
@@ -329,7 +330,7 @@ def gold_given_level(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int, method: s
         if num_types(n, k) > _MAX_TYPES:
             raise ValueError(f"n = {n} with {k} distinct proxy rewards has {num_types(n, k)} types (> {_MAX_TYPES})")
         levels, logp, mean, var = _gold_types(values, weights, gs, gvar, n)
-    arrs = (jnp.asarray(x, dt) for x in (levels, logp, mean, var))
+    arrs = (device_array(x, dt) for x in (levels, logp, mean, var))
     return GoldGivenLevel(*arrs, n=n, fingerprint=fp)
 
 
@@ -338,11 +339,18 @@ def gold_given_level(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int, method: s
 # ---------------------------------------------------------------------------
 
 
-def _level_index(law_levels, gold_levels):
-    scale = jnp.maximum(1.0, jnp.max(jnp.abs(gold_levels)))
+def _gold_reward_core(xp, levels, log_prob, gold_levels, gold_mean, gold_var):
+    """``(mean, var, q, ok)`` with ``xp`` NumPy (concrete inputs: no compilation) or ``jax.numpy``."""
+    scale = xp.maximum(1.0, xp.max(xp.abs(gold_levels)))
     tol = 1e-9 * scale
-    idx = jnp.clip(jnp.searchsorted(gold_levels, law_levels - tol), 0, gold_levels.shape[-1] - 1)
-    return idx, jnp.abs(gold_levels[idx] - law_levels) <= tol
+    idx = xp.clip(xp.searchsorted(gold_levels, levels - tol), 0, gold_levels.shape[-1] - 1)
+    ok = xp.abs(gold_levels[idx] - levels) <= tol
+    q = xp.where(ok, xp.exp(log_prob), 0.0)
+    m = gold_mean[idx]
+    mean = xp.sum(q * m, axis=-1)
+    # second moment about the mean, so it keeps relative accuracy
+    var = xp.sum(q * (gold_var[idx] + (m - mean[..., None]) ** 2), axis=-1)
+    return mean, var, xp.exp(log_prob), ok
 
 
 def gold_reward(law: RewardLaw, gold: GoldGivenLevel) -> GoldReward:
@@ -379,13 +387,13 @@ def gold_reward(law: RewardLaw, gold: GoldGivenLevel) -> GoldReward:
         raise ValueError(f"law was built for n = {law.n} but gold for n = {gold.n}")
     if law.fingerprint is not None and law.fingerprint != gold.fingerprint:
         raise ValueError("law was built from another model (p, r) than gold; use the same proxy model")
-    idx, ok = _level_index(law.levels, gold.levels)
-    q = jnp.exp(law.log_prob)
-    if is_concrete(law.levels, law.log_prob) and not bool(np.all(np.asarray(ok) | (np.asarray(q) == 0))):
-        raise ValueError("law has levels that are not proxy levels of gold (another model or n?)")
-    q = jnp.where(ok, q, 0.0)
-    m = gold.mean[idx]
-    mean = jnp.sum(q * m, axis=-1)
-    # second moment about the mean, so it keeps relative accuracy
-    var = jnp.sum(q * (gold.var[idx] + (m - mean[..., None]) ** 2), axis=-1)
+    arrays = (law.levels, law.log_prob, gold.levels, gold.mean, gold.var)
+    if is_concrete(*arrays):
+        # host NumPy: op-by-op jax.numpy would compile a dozen kernels per law shape
+        dt = np.result_type(*(np.asarray(a).dtype for a in arrays[1:]))
+        mean, var, q, ok = _gold_reward_core(np, *(np.asarray(a) for a in arrays))
+        if not bool(np.all(ok | (q == 0))):
+            raise ValueError("law has levels that are not proxy levels of gold (another model or n?)")
+        return GoldReward(device_array(np.asarray(mean, dt)), device_array(np.asarray(var, dt)))
+    mean, var, _, _ = _gold_reward_core(jnp, *arrays)
     return GoldReward(mean, var)

@@ -17,6 +17,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .goodhart import check_gold, gold_pushforward
 from .tilting import _moments, tilt
@@ -56,9 +57,32 @@ class GaoFit(NamedTuple):
     rms: jax.Array
 
 
+_MIN_ALPHABET = 128  # reduced models are padded to a power of two >= this: one compilation for most models
+
+
+def _reduce_pad(p, r, g):
+    """Concrete ``(p, r, g)`` -> the proxy push-forward with the mean gold per letter (exact for
+    every quantity here, THEORY.md §7, §13), padded with zero-probability letters to a
+    power-of-two alphabet (at least :data:`_MIN_ALPHABET`), so that one compiled kernel
+    serves models of every size up to the bucket. Zero-probability letters are outside
+    ``supp p`` and change no tilt, moment or covariance."""
+    values, weights, gbar, _ = gold_pushforward(p, r, g)
+    k = values.size
+    size = max(_MIN_ALPHABET, 1 << max(k - 1, 0).bit_length())
+    fill = size - k
+    return (
+        np.concatenate([weights, np.zeros(fill)]),
+        np.concatenate([values, np.full(fill, values[0])]),
+        np.concatenate([gbar, np.zeros(fill)]),
+    )
+
+
 def _prep3(p, r, g, lam):
     dt = nx.float_dtype(p, r, g, lam)
-    return (jnp.asarray(x, dt) for x in (p, r, g, lam))
+    if is_concrete(p, r, g, lam):
+        p, r, g = _reduce_pad(p, r, g)
+        return tuple(device_array(x, dt) for x in (p, r, g, lam))
+    return tuple(jnp.asarray(x, dt) for x in (p, r, g, lam))
 
 
 def _tilt_gold_cov(p, r, g, lam):
@@ -70,6 +94,14 @@ def _tilt_gold_cov(p, r, g, lam):
     er = jnp.sum(phi * rz, axis=-1)
     cov = jnp.sum(phi * (rz - er[..., None]) * (gz - eg[..., None]), axis=-1)
     return eg, cov
+
+
+_tilt_gold_cov_jit = jax.jit(_tilt_gold_cov)
+
+
+@jax.jit
+def _tilt_gold_jit(p, r, g, lam, nf):
+    return nf * _tilt_gold_cov(p, r, g, lam)[0]
 
 
 def tilt_gold(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLike, n: int = 1) -> jax.Array:
@@ -96,7 +128,8 @@ def tilt_gold(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLike, n: int =
     if is_concrete(g):
         check_gold(g, p)
     check_real(lam, "lam", allow_inf=True)
-    return n * _tilt_gold_cov(*_prep3(p, r, g, lam))[0]
+    p, r, g, lam = _prep3(p, r, g, lam)
+    return _tilt_gold_jit(p, r, g, lam, float(n))
 
 
 def tilt_gold_covariance(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLike) -> jax.Array:
@@ -110,7 +143,7 @@ def tilt_gold_covariance(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLik
     if is_concrete(g):
         check_gold(g, p)
     check_real(lam, "lam", allow_inf=True)
-    return _tilt_gold_cov(*_prep3(p, r, g, lam))[1]
+    return _tilt_gold_cov_jit(*_prep3(p, r, g, lam))[1]
 
 
 @jax.jit
@@ -194,11 +227,12 @@ def goodhart_peak(p: ArrayLike, r: ArrayLike, g: ArrayLike, n: int = 1) -> Goodh
     if is_concrete(p, r, g):
         # Exact reduction (§7, §13): Cov_φ(r, g) = Cov_φ(r, ḡ(r)) and every moment
         # used here depends on g only through its p-mean per proxy letter.
-        values, weights, gbar, _ = gold_pushforward(p, r, g)
-        if values.size < 2:
+        if gold_pushforward(p, r, g)[0].size < 2:
             raise ValueError("r must take at least two values on supp p (a constant proxy has no tilt)")
-        p, r, g = weights, values, gbar
-    p, r, g, nf = (jnp.asarray(x, dt) for x in (p, r, g, float(n)))
+        p, r, g = _reduce_pad(p, r, g)
+        p, r, g, nf = (device_array(x, dt) for x in (p, r, g, float(n)))
+    else:
+        p, r, g, nf = (jnp.asarray(x, dt) for x in (p, r, g, float(n)))
     return _peak(p, r, g, nf)
 
 
@@ -238,14 +272,20 @@ def fit_gao(d: ArrayLike, gold: ArrayLike, form: str = "bon") -> GaoFit:
         if not np.all(np.isfinite(ga)):
             raise ValueError("gold must be finite")
     dt = nx.float_dtype(d, gold)
-    d = jnp.ravel(jnp.asarray(d, dt))
-    y = jnp.ravel(jnp.asarray(gold, dt))
+    if is_concrete(d, gold):  # host NumPy (no compilation); same formulas
+        alpha, beta, res, rms = _fit(np, np.asarray(d, dt), np.asarray(gold, dt), form)
+        return GaoFit(*(device_array(np.asarray(x, dt)) for x in (alpha, beta, res, rms)))
+    return GaoFit(*_fit(jnp, jnp.asarray(d, dt), jnp.asarray(gold, dt), form))
+
+
+def _fit(xp, d, y, form):
+    d, y = xp.ravel(d), xp.ravel(y)
     if form == "bon":
         second = d * d
     else:
         pos = d > 0
-        second = jnp.where(pos, d * jnp.log(jnp.where(pos, d, 1.0)), 0.0)
-    x = jnp.stack([d, -second], axis=1)
-    coef = jnp.linalg.lstsq(x, y)[0]
+        second = xp.where(pos, d * xp.log(xp.where(pos, d, 1.0)), 0.0)
+    x = xp.stack([d, -second], axis=1)
+    coef = xp.linalg.lstsq(x, y, rcond=None)[0]
     res = y - x @ coef
-    return GaoFit(coef[0], coef[1], res, jnp.sqrt(jnp.mean(res * res)))
+    return coef[0], coef[1], res, xp.sqrt(xp.mean(res * res))

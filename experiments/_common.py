@@ -137,3 +137,16 @@ def reward_law(p, r, n: int):
     if key not in _LAWS:
         _LAWS[key] = aa.reward_law(p, r, n)
     return _LAWS[key]
+
+
+def pad_model(p, r, size: int = 128):
+    """``(p, r)`` padded with zero-probability letters to ``size`` (at least its length, a power of two).
+
+    Letters outside ``supp p`` change no tilt, KL budget or optimum, so every
+    model of a figure padded to one size shares one compiled solver (one
+    compilation per alphabet size otherwise).
+    """
+    p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
+    size = max(size, 1 << max(p.size - 1, 0).bit_length())
+    fill = size - p.size
+    return np.concatenate([p, np.zeros(fill)]), np.concatenate([r, np.full(fill, r[0])])

@@ -20,7 +20,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure
+from ._common import COLORS, Result, Table, new_figure, pad_model
 
 NAME = "goodhart"
 
@@ -49,12 +49,13 @@ def _curves(p, r, g, n, num):
     # zero-probability padding changes no quantity; gold_reward matches padded levels (§10)
     law = aa.pad_law(gl.law, max(_MIN_LENGTH, gl.law.levels.shape[-1]))
     base = float(aa.gold_reward(law, gl).mean)
-    dmax = float(aa.max_kl(p, r))
+    pp, rp = pad_model(p, r)  # zero-probability letters: every model shares one compiled solver
+    dmax = float(aa.max_kl(pp, rp))
     peak = aa.goodhart_peak(p, r, g, n=n)
     lam_dag = float(peak.lam)
     out = {}
     deltas = 0.995 * dmax * np.linspace(0.0, 1.0, num) ** 2  # dense at small d
-    lam = np.asarray(aa.solve_lambda(p, r, deltas))
+    lam = np.asarray(aa.solve_lambda(pp, rp, deltas))
     out["KL-RL tilt"] = (np.sqrt(n * deltas), np.asarray(aa.tilt_gold(p, r, g, lam, n=n)) - base)
     log_ns = np.concatenate([[0.0], np.geomspace(1e-2, min(n * dmax, 700.0), num - 1)])
     laws = {"best-of-N": aa.best_of_n(law, log_ns)}
@@ -90,7 +91,8 @@ def compute(key, *, quick: bool = False) -> Result:
         summary["skipped"] = skipped
         print(skipped)
     for label, (p, r, g) in models.items():
-        params["models"][label] = dict(k=len(p), delta_max=float(aa.max_kl(p, r)))
+        values, weights, _, _ = aa.gold_pushforward(p, r, g)  # Δ_max of the proxy, on its push-forward
+        params["models"][label] = dict(k=len(p), delta_max=float(aa.max_kl(*pad_model(weights, values))))
         for n in ns if label.startswith("toy") else real_ns:
             panel = f"{label}, n = {n}"
             curves, peak, base = _curves(p, r, g, n, num)
