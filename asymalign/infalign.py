@@ -39,7 +39,17 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._level_base import _check_law, _check_log_n, _like
-from ._level_kernels import _bon_from_tails, _bon_log_law, _broadcast, _cum_logsumexp, _pad, _tails
+from ._level_kernels import (
+    _LOG_HALF,
+    _bon_from_tails,
+    _bon_log_law,
+    _broadcast,
+    _cum_logsumexp,
+    _pad,
+    _Tails,
+    _tails,
+    _win_from_tails,
+)
 from ._validate import check_nonneg, check_real
 from .level_measures import _calibrated, _inference_win, calibrated_reward
 from .sequence_laws import RewardLaw, _bucket
@@ -47,7 +57,10 @@ from .sequence_laws import RewardLaw, _bucket
 __all__ = ["transformed_reward", "InfAlignOptimum", "infalign_optimum"]
 
 _TRANSFORMS = ("identity", "exponential", "power")
-_MAX_ITERS = 2000
+_MAX_ITERS = 2000  # worst-of-N fixed-point steps
+_NEWTON_ITERS = 100  # best-of-N Newton steps (with step halvings)
+_CG_ITERS = 200
+_CG_TOL = 1e-10
 _TOL = 1e-13
 _EXP_STARTS = (0.5, 2.0, 8.0, 32.0)
 
@@ -119,35 +132,88 @@ class InfAlignOptimum(NamedTuple):
     win_rate: jax.Array
 
 
-def _bon_gradient(levels, log_q, log_ref, log_n):
-    """``(g/N, A)``: the best-of-N gradient of ``W`` (module docstring) divided by ``N``."""
-    a = _calibrated(levels, _bon_log_law(levels, log_ref, log_n))  # A(s)
-    tq = _tails(levels, log_q)
-    log_nm1 = log_n + nx.log1mexp(-log_n)
-    q_pow = jnp.where(log_nm1 > -jnp.inf, jnp.exp(-jnp.exp(log_nm1 + tq.log_neg_log_f)), 1.0)  # Q(t)^{N-1}
-    log_b = _bon_from_tails(tq, log_q, log_nm1)  # per entry, sums to Q(s)^{N-1} - Q(s-)^{N-1} over a group
+class _Prep(NamedTuple):
+    """Per-law constants of the best-of-N objective (module docstring), from the reference alone."""
+
+    levels: jax.Array
+    log_ref: jax.Array
+    log_n: jax.Array
+    log_nm1: jax.Array  # log(N - 1)
+    a: jax.Array  # A(s) = calibrated_reward(BoN(P)), per entry
+    ref_tails: _Tails  # tails of BoN(P), for W
+    log_c: jax.Array  # log(A(s+) - A(s)) on the last entry of each non-top tie group, else -inf
+    start: jax.Array  # first index of each entry's tie group
+    end: jax.Array  # one past its last index
+    last: jax.Array  # last entry of its tie group
+
+
+def _prep(levels, log_ref, log_n) -> _Prep:
     length = levels.shape[-1]
-    terms = jnp.where(log_b > -jnp.inf, jnp.log(a) + log_b, -jnp.inf)
-    above = jnp.concatenate([_cum_logsumexp(terms, reverse=True), jnp.full((1,), -jnp.inf, terms.dtype)])
+    rt = _tails(levels, _bon_log_law(levels, log_ref, log_n))
+    a = jnp.exp(rt.log_f_prev) + 0.5 * jnp.exp(rt.log_pg)  # = _calibrated(levels, BoN(P))
     idx = jnp.arange(length)
-    last = jnp.concatenate([levels[1:] != levels[:-1], jnp.ones((1,), bool)])
+    differs = levels[1:] != levels[:-1]
+    first = jnp.concatenate([jnp.ones((1,), bool), differs])
+    last = jnp.concatenate([differs, jnp.ones((1,), bool)])
+    start = jax.lax.cummax(jnp.where(first, idx, 0))
     end = jax.lax.cummin(jnp.where(last, idx, length - 1), reverse=True) + 1
-    # N = 1: W = Σ q A is linear, g = A (Q^0 = 1 and the differences vanish).
-    return a * q_pow + jnp.where(log_nm1 > -jnp.inf, jnp.exp(above[end]), 0.0)
+    # A(s+) - A(s) = [b(s) + b(s+)]/2 with b the BoN(P) mass of a tie group.
+    pg_next = jnp.concatenate([rt.log_pg, jnp.full((1,), -jnp.inf, rt.log_pg.dtype)])[end]
+    log_c = jnp.where(last & (end < length), _LOG_HALF + jnp.logaddexp(rt.log_pg, pg_next), -jnp.inf)
+    log_nm1 = log_n + nx.log1mexp(-log_n)
+    return _Prep(levels, log_ref, log_n, log_nm1, a, rt, log_c, start, end, last)
 
 
-def _gradient(levels, log_q, log_ref, log_n, worst: bool):
-    """``g/N`` for best-of-N, or for worst-of-N by mirroring (``worst`` static)."""
-    if worst:
-        return -_bon_gradient(-levels[::-1], log_q[::-1], log_ref[::-1], log_n)[::-1]
-    return _bon_gradient(levels, log_q, log_ref, log_n)
+def _evaluate(pre: _Prep, log_q):
+    r"""``(-h, W, m)`` at ``q`` from one pass of its tails.
+
+    ``h = 1 - g/N``, the gradient's complement, summed by parts over the
+    distinct levels ``k`` (``K`` the top, ``b`` the mass of ``BoN(P)``,
+    ``A(k+) - A(k) = (b(k) + b(k+))/2``):
+
+    .. math:: h(t) = \tfrac12 b(K) + \sum_{t <= k < K} \tfrac12\big(b(k) + b(k+)\big) Q(k)^{N-1},
+
+    positive terms in log space, so ``h`` keeps its relative accuracy where
+    ``g/N`` rounds to 1 (the upper levels, where a large ``λ`` puts the mass);
+    ``-h`` is the score (the tilt ignores constants). Also
+    ``W = win_rate(BoN(q), BoN(P))`` and the curvature weights
+    ``m(k) = (N-1) (A(k+) - A(k)) Q(k)^{N-2}`` of
+    ``-∂(g/N)/∂q = L^T diag(m) L`` (``L`` the cumulative sum; on ``Σ δq = 0``)."""
+    tq = _tails(pre.levels, log_q)
+    log_f = -jnp.exp(tq.log_neg_log_f)  # log Q(k) (-inf where Q(k) = 0)
+    seen = pre.log_c > -jnp.inf
+    has = pre.log_nm1 > -jnp.inf  # N > 1 (N = 1: W = Σ q A is linear, Q^0 = 1)
+    pos = log_f > -jnp.inf
+    log_pow = jnp.where(
+        has, jnp.where(pos, -jnp.exp(pre.log_nm1 + jnp.where(pos, tq.log_neg_log_f, 0.0)), -jnp.inf), 0.0
+    )
+    terms = jnp.where(seen, pre.log_c + log_pow, -jnp.inf)
+    log_h = jnp.logaddexp(_LOG_HALF + pre.ref_tails.log_pg[-1], _cum_logsumexp(terms, reverse=True)[pre.start])
+    w = _win_from_tails(pre.ref_tails, _bon_from_tails(tq, log_q, pre.log_n))
+    nm2 = jnp.exp(pre.log_n) - 2.0
+    ok = has & seen & pos
+    log_m = pre.log_nm1 + pre.log_c + nm2 * jnp.where(ok, log_f, 0.0)
+    m = jnp.where(ok, jnp.exp(jnp.minimum(log_m, 700.0)), 0.0)
+    return -jnp.exp(log_h), w, m
 
 
-def _tilt_to_budget(log_p, score, delta):
-    """``(λ, log q)`` with ``q ∝ p e^{λ score}`` and ``KL(q||p) = Δ``; ``λ = inf``
-    (``p`` on the argmax set) when ``Δ >= -log p(argmax)``. Bisection in
-    ``log λ`` (64 steps over ``[-40, 60]`` in units of the score's span): a
-    small graph that compiles fast inside the fixed-point loop."""
+def _curvature(pre: _Prep, m, dq):
+    """``M δq = L^T diag(m) L δq`` (``M = -∂(g/N)/∂q`` on ``Σ δq = 0``), tie groups as one level."""
+    d_cdf = jnp.cumsum(dq)[pre.end - 1]  # δQ(s) at each entry's group
+    return jnp.cumsum(jnp.where(pre.last, m * d_cdf, 0.0)[::-1])[::-1][pre.start]
+
+
+def _tilt(log_p, score, delta, x0):
+    """``(x, λ, log q)``: ``q ∝ p e^{λ score}`` with ``KL(q||p) = Δ``, ``x = log λ``.
+
+    ``λ = 0`` (``q = p``) at ``Δ = 0``; ``λ = inf`` (``p`` on the argmax set)
+    when ``Δ >= -log p(argmax)``. Otherwise a safeguarded Newton iteration on
+    ``log KL(x) = log Δ`` (``dKL/dx = λ² Var_q(score)``; ``KL ∝ λ²`` for small
+    ``λ``, where the step is exact), warm-started at ``x0`` and kept inside a
+    bracket ``[lo, hi]`` of ``x`` (bisection when a step would leave it or
+    not halve the previous one, as in Numerical Recipes' ``rtsafe``), until
+    ``|log KL - log Δ| <= 1e-13`` (then one more step) or ``x`` is resolved to
+    rounding (a bracket or step of one part in ``1e15``)."""
     on = log_p > -jnp.inf
     top = jnp.max(jnp.where(on, score, -jnp.inf))
     bot = jnp.min(jnp.where(on, score, jnp.inf))
@@ -155,106 +221,253 @@ def _tilt_to_budget(log_p, score, delta):
     span = jnp.where(top > bot, top - bot, 1.0)
     arg = on & (u == 0)
     dmax = -logsumexp(jnp.where(arg, log_p, -jnp.inf))
+    dt = u.dtype
+    log_delta = jnp.log(jnp.where(delta > 0, delta, 1.0))
 
-    def tilt(lam):
+    def evaluate(x):
+        lam = jnp.exp(x)
         lu = jnp.where(arg, 0.0, lam * u)
         z = jnp.where(on, log_p + lu, -jnp.inf)
         lz = logsumexp(z)
-        kl = jnp.sum(jnp.where(on, jnp.exp(z - lz) * lu, 0.0)) - lz
-        return kl, z - lz
+        q = jnp.where(on, jnp.exp(z - lz), 0.0)
+        kl = jnp.sum(q * lu) - lz
+        mean = jnp.sum(q * u)
+        dkl = lam * lam * jnp.sum(q * (u - mean) ** 2)  # dKL/dx
+        below = kl < delta
+        f = jnp.where(kl > 0, jnp.log(jnp.where(kl > 0, kl, 1.0)) - log_delta, -jnp.inf)
+        xn = x - f * kl / jnp.where(dkl > 0, dkl, 1.0)
+        return below, f, xn, z - lz
 
-    def body(_, bracket):
-        lo, hi = bracket
-        mid = 0.5 * (lo + hi)
-        below = tilt(jnp.exp(mid) / span)[0] < delta
-        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-
-    lo, hi = jax.lax.fori_loop(0, 64, body, (jnp.asarray(-40.0, u.dtype), jnp.asarray(60.0, u.dtype)))
-    lam = jnp.where(delta >= dmax, jnp.inf, jnp.where(delta > 0, jnp.exp(0.5 * (lo + hi)) / span, 0.0))
-    cond = jnp.where(arg, log_p + dmax, -jnp.inf)
-    return lam, jnp.where(jnp.isinf(lam), cond, tilt(jnp.where(jnp.isinf(lam), 0.0, lam))[1])
-
-
-def _solve_from(levels, log_ref, log_n, delta, worst: bool, score0):
-    """Fixed-point iteration on the score from ``score0``: ``σ <- (1-η)σ + η g(q(σ))``,
-    ``q(σ)`` the tilt by ``σ`` at budget Δ. A step is kept only if it does not
-    lower ``W`` (else ``η`` is halved; kept steps grow ``η`` back towards 1).
-    For worst-of-N (convex ``W``) the full step ``η = 1`` never lowers ``W``."""
-    p = log_ref  # the budget solver works from log p
-
-    def win(log_q):
-        return _inference_win(levels, log_q, log_ref, log_n, worst)
-
-    def step(state):
-        it, score, log_q, w, eta, _ = state
-        g = _gradient(levels, log_q, log_ref, log_n, worst)
-        cand_score = jnp.where(p > -jnp.inf, (1.0 - eta) * score + eta * g, 0.0)
-        _, cand = _tilt_to_budget(p, cand_score, delta)
-        w_c = win(cand)
-        keep = w_c >= w - 1e-15
-        change = jnp.where(keep, jnp.sum(jnp.abs(jnp.exp(cand) - jnp.exp(log_q))), 1.0)
-        return (
-            it + 1,
-            jnp.where(keep, cand_score, score),
-            jnp.where(keep, cand, log_q),
-            jnp.where(keep, w_c, w),
-            jnp.where(keep, jnp.minimum(1.0, 1.25 * eta), 0.5 * eta),
-            change,
-        )
+    def body(state):
+        k, x, lo, hi, step, _ = state
+        below, f, xn, _ = evaluate(x)
+        lo, hi = jnp.where(below, x, lo), jnp.where(below, hi, x)
+        # Newton only while it stays in the bracket and its steps at least halve (else it can zigzag)
+        newton = (xn >= lo) & (xn <= hi) & (jnp.abs(xn - x) <= 0.5 * step)
+        res = 1e-15 * jnp.maximum(1.0, jnp.abs(x))  # the resolution of x
+        done = (jnp.abs(f) <= 1e-13) | (hi - lo <= res) | (newton & (jnp.abs(xn - x) <= res))
+        x_new = jnp.where(newton, xn, jnp.where(done, x, 0.5 * (lo + hi)))
+        return k + 1, x_new, lo, hi, jnp.abs(x_new - x), done
 
     def cont(state):
-        it, _, _, _, eta, change = state
-        return (it < _MAX_ITERS) & (change > _TOL) & (eta > 1e-8)
+        k, _, _, _, _, done = state
+        return (k < 100) & ~done
 
-    score0 = jnp.where(p > -jnp.inf, score0, 0.0)
-    _, log_q0 = _tilt_to_budget(p, score0, delta)
-    one = jnp.asarray(1.0, log_ref.dtype)
-    eta0 = one if worst else 0.5 * one
-    state = (0, score0, log_q0, win(log_q0), eta0, one)
-    _, _, log_q, w, _, _ = jax.lax.while_loop(cont, step, state)
-    # β of the fixed point: the tilt by g(q) itself (kept if it is no worse).
-    g = _gradient(levels, log_q, log_ref, log_n, worst)
-    lam, log_g = _tilt_to_budget(p, jnp.where(p > -jnp.inf, g, 0.0), delta)
-    w_g = win(log_g)
+    lo = jnp.asarray(-40.0, dt) - jnp.log(span)
+    hi = jnp.asarray(60.0, dt) - jnp.log(span)
+    x0 = jnp.where(jnp.isfinite(x0), jnp.clip(x0, lo, hi), 0.5 * (lo + hi))
+    edge = (delta <= 0) | (delta >= dmax)
+    _, x, _, _, _, _ = jax.lax.while_loop(cont, body, (0, x0, lo, hi, jnp.asarray(jnp.inf, dt), edge))
+    x = jnp.where(edge, x0, x)
+    lam = jnp.where(delta >= dmax, jnp.inf, jnp.where(delta > 0, jnp.exp(x), 0.0))
+    _, _, _, log_q = evaluate(jnp.where(edge, -jnp.inf, x))  # x = -inf: λ = 0, q = p
+    cond = jnp.where(arg, log_p + dmax, -jnp.inf)
+    return x, lam, jnp.where(jnp.isinf(lam), cond, log_q)
+
+
+def _newton_direction(pre: _Prep, score, lam, log_q, g, m):
+    """Newton step ``δσ`` for the fixed point ``σ = g(q(σ))`` (``q(σ)`` the tilt at budget Δ).
+
+    With ``Π`` the ``L²(q)``-orthogonal projector off ``span{1, σ - E_q σ}``
+    (the directions the tilt absorbs: normalisation and ``λ``),
+    ``∂q/∂σ = λ D_q Π`` and ``∂g/∂q = -M`` (:func:`_curvature`), so
+    ``(I + λ M D_q Π) δσ = r``, ``r = g - σ``. Then ``y = Π δσ`` solves
+    ``(I + Π λ M D_q) y = Π r``, an operator that is self-adjoint and ``>= I``
+    in ``L²(q)`` for concave ``W`` (conjugate gradients), and
+    ``δσ = r - λ M D_q y``. ``d W/dt = λ <Π r, y>_q > 0`` along it: an ascent
+    direction."""
+    on = pre.log_ref > -jnp.inf
+    q = jnp.where(on, jnp.exp(log_q), 0.0)
+    lam = jnp.where(jnp.isfinite(lam), lam, 0.0)  # λ = inf: the plain fixed-point step
+    r = jnp.where(on, g - score, 0.0)
+    s = jnp.where(on, score - jnp.sum(q * score), 0.0)
+    var = jnp.sum(q * s * s)
+    inv_var = jnp.where(var > 0, 1.0 / jnp.where(var > 0, var, 1.0), 0.0)
+
+    def proj(v):
+        v = v - jnp.sum(q * v)
+        return jnp.where(on, v - s * (jnp.sum(q * s * v) * inv_var), 0.0)
+
+    def op(v):
+        return v + proj(lam * _curvature(pre, m, q * v))
+
+    b = proj(r)
+    bb = jnp.sum(q * b * b)
+
+    def body(state):
+        k, y, res, p, rr = state
+        ap = op(p)
+        pap = jnp.sum(q * p * ap)
+        alpha = jnp.where(pap > 0, rr / jnp.where(pap > 0, pap, 1.0), 0.0)
+        y, res = y + alpha * p, res - alpha * ap
+        rr_new = jnp.sum(q * res * res)
+        return k + 1, y, res, res + (rr_new / jnp.where(rr > 0, rr, 1.0)) * p, rr_new
+
+    def cont(state):
+        k, _, _, _, rr = state
+        return (k < _CG_ITERS) & (rr > _CG_TOL**2 * bb)
+
+    _, y, _, _, _ = jax.lax.while_loop(cont, body, (0, jnp.zeros_like(b), b, b, bb))
+    return r - lam * _curvature(pre, m, q * y)
+
+
+def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
+    """Maximise ``W`` (best-of-N, ``sign = 1``; ``sign = -1``: ``1 - W`` of the
+    mirrored law, i.e. worst-of-N) on the KL sphere from ``score0``.
+
+    Steps ``σ <- σ + t d`` with ``d`` the Newton direction (:func:`_newton_direction`,
+    ``newton``, concave ``W``) or the fixed-point step ``d = g(q(σ)) - σ``; a
+    step is kept only if it does not lower ``W`` (else ``t`` is halved; a kept
+    step doubles it, up to 1); a full Newton step that moves ``q`` by
+    ``|Δq|_1 <= 1e-7`` is kept whatever the sign of its (rounding-level) change
+    of ``W``. For convex ``W`` the full fixed-point step
+    (``q <- argmax_{KL<=Δ} <g(q), ·>``) never lowers ``W``. Stops when a kept
+    step moves ``q`` by ``|Δq|_1 <= 1e-13``, or (Newton) when full steps stop
+    shrinking at the floor set by rounding (``< 1e-12``). Returns
+    ``(σ, x, log q, W, g, (steps, last |Δq|_1))``."""
+    on = pre.log_ref > -jnp.inf
+
+    def evaluate(log_q):
+        g, w, m = _evaluate(pre, log_q)
+        return sign * g, jnp.where(sign > 0, w, 1.0 - w), sign * m
+
+    def direction(score, lam, log_q, g, m):
+        if not newton:
+            return jnp.where(on, g - score, 0.0)
+        return _newton_direction(pre, score, lam, log_q, g, m)
+
+    def step(state):
+        it, score, x, log_q, w, g, m, d, t, change, _ = state
+        cand = jnp.where(on, score + t * d, 0.0)
+        x_c, lam_c, log_c = _tilt(pre.log_ref, cand, delta, x)
+        g_c, w_c, m_c = evaluate(log_c)
+        move = jnp.sum(jnp.abs(jnp.exp(log_c) - jnp.exp(log_q)))
+        keep = w_c >= w - 1e-15
+        if newton:  # a full Newton step this small is in the quadratic regime, where W is flat to rounding
+            keep = keep | ((t == 1.0) & (move <= 1e-7))
+        d_c = jax.lax.cond(keep, direction, lambda *_: d, cand, lam_c, log_c, g_c, m_c)
+        stall = keep & (t == 1.0) & (move < 1e-12) & (move > 0.5 * change) if newton else False
+        done = (keep & (move <= _TOL)) | stall | (t < 1e-8)
+        new = (
+            it + 1,
+            jnp.where(keep, cand, score),
+            jnp.where(keep, x_c, x),
+            jnp.where(keep, log_c, log_q),
+            jnp.where(keep, w_c, w),
+            jnp.where(keep, g_c, g),
+            jnp.where(keep, m_c, m),
+            d_c,
+            jnp.where(keep, jnp.minimum(1.0, 2.0 * t), 0.5 * t),
+            jnp.where(keep, move, change),
+            done,
+        )
+        return new
+
+    def cont(state):
+        return (state[0] < (_NEWTON_ITERS if newton else _MAX_ITERS)) & ~state[-1]
+
+    score0 = jnp.where(on, score0, 0.0)
+    x0, lam0, log_q0 = _tilt(pre.log_ref, score0, delta, x0)
+    g0, w0, m0 = evaluate(log_q0)
+    d0 = direction(score0, lam0, log_q0, g0, m0)
+    one = jnp.asarray(1.0, pre.log_ref.dtype)
+    state = (0, score0, x0, log_q0, w0, g0, m0, d0, one, one, jnp.isinf(lam0) | (delta <= 0))
+    it, score, x, log_q, w, g, _, _, _, change, _ = jax.lax.while_loop(cont, step, state)
+    return score, x, log_q, w, g, (it, change)
+
+
+def _finish(pre: _Prep, delta, sign, x, log_q, w, g):
+    """``β`` of the fixed point: the tilt by ``g(q)`` itself (its law kept if no worse)."""
+    _, lam, log_g = _tilt(pre.log_ref, jnp.where(pre.log_ref > -jnp.inf, g, 0.0), delta, x)
+    _, w_g, _ = _evaluate(pre, log_g)
+    w_g = jnp.where(sign > 0, w_g, 1.0 - w_g)
     better = w_g >= w
-    return jnp.where(better, log_g, log_q), lam, jnp.where(better, w_g, w)
+    return jnp.where(better, log_g, log_q), lam
 
 
-def _starts(levels, log_ref, log_n, worst: bool):
-    """Initial scores: the CTRL transforms and the raw reward; for worst-of-N
-    also one push towards each level (the boundary of the KL ball)."""
-    c = _calibrated(levels, log_ref)
-    k = 2.0 * jnp.exp(log_n) - 1.0
-    if not worst:
-        return c[None]  # concave: the fixed point is unique
-    fams = [c, levels, -((1.0 - c) ** k)] + [-jnp.exp(-t * c) for t in _EXP_STARTS]
-    return jnp.concatenate([jnp.stack(fams), jnp.eye(levels.shape[-1], dtype=levels.dtype)])
-
-
-def _infalign_1d(levels, log_ref, log_n, delta, worst: bool):
-    starts = _starts(levels, log_ref, log_n, worst)
-    log_q, lam, win = jax.vmap(lambda s: _solve_from(levels, log_ref, log_n, delta, worst, s))(starts)
-    best = jnp.argmax(win)
-    # β with q ∝ P exp(g/β), g = N · (g/N): β = N / λ.
-    beta = jnp.exp(log_n) / lam[best]
-    log_q, win = log_q[best], win[best]
-    # Δ >= -log P(top): the top level itself is feasible and optimal for both
-    # decodings (there the gradient is flat and the iteration cannot see it).
+def _at_top(levels, log_ref, log_n, delta, worst: bool, log_q, lam):
+    """``(log q, β, W)``; ``Δ >= -log P(top)``: the top level itself is feasible and
+    optimal for both decodings (there the gradient is flat and the iteration cannot see it)."""
+    beta = jnp.exp(log_n) / lam  # q ∝ P exp(g/β), g = N · (g/N): β = N / λ
     on = log_ref > -jnp.inf
     top = on & (levels == jnp.max(jnp.where(on, levels, -jnp.inf)))
     log_top = logsumexp(jnp.where(top, log_ref, -jnp.inf))
     at_top = delta >= -log_top
     log_q = jnp.where(at_top, jnp.where(top, log_ref - log_top, -jnp.inf), log_q)
-    win = jnp.where(at_top, _inference_win(levels, log_q, log_ref, log_n, worst), win)
-    return log_q, jnp.where(at_top, 0.0, beta), win
+    return log_q, jnp.where(at_top, 0.0, beta), _inference_win(levels, log_q, log_ref, log_n, worst)
 
 
-_vec_infalign = {
-    w: jax.jit(
-        jnp.vectorize(lambda lv, lr, ln, d, w=w: _infalign_1d(lv, lr, ln, d, w), signature="(l),(l),(),()->(l),(),()")
+def _starts(levels, log_ref, log_n):
+    """Worst-of-N initial scores: the CTRL transforms, the raw reward, and one
+    push towards each level (the boundary of the KL ball)."""
+    c = _calibrated(levels, log_ref)
+    k = 2.0 * jnp.exp(log_n) - 1.0
+    fams = [c, levels, -((1.0 - c) ** k)] + [-jnp.exp(-t * c) for t in _EXP_STARTS]
+    return jnp.concatenate([jnp.stack(fams), jnp.eye(levels.shape[-1], dtype=levels.dtype)])
+
+
+def _worst_1d(levels, log_ref, log_n, delta):
+    """Worst-of-N: best of the monotone fixed-point ascents from every start, on
+    the mirrored law (``W_WoN(q) = 1 - W'_BoN(q')``, ``g = -g'``)."""
+    pre = _prep(-levels[::-1], log_ref[::-1], log_n)
+    starts = _starts(levels, log_ref, log_n)[:, ::-1]
+    x0 = jnp.asarray(jnp.nan, log_ref.dtype)
+
+    def one(s):
+        _, x, log_q, w, g, _ = _solve_from(pre, delta, -1.0, s, x0, newton=False)
+        return x, log_q, w, g
+
+    x, log_q, w, g = jax.vmap(one)(starts)
+    b = jnp.argmax(w)
+    log_q, lam = _finish(pre, delta, -1.0, x[b], log_q[b], w[b], g[b])
+    return _at_top(levels, log_ref, log_n, delta, True, log_q[::-1], lam)
+
+
+_vec_worst = jax.jit(jnp.vectorize(_worst_1d, signature="(l),(l),(),()->(l),(),()"))
+
+
+def _co_calibrated(levels, log_ref):
+    """``1 - C = S(s) + P(s)/2`` with relative accuracy (``C`` rounds to 1 on upper levels)."""
+    t = _tails(levels, log_ref)
+    return jnp.exp(jnp.logaddexp(t.log_s, t.log_pg + _LOG_HALF))
+
+
+@jax.jit
+def _best_batch(levels, log_ref, log_n, delta):
+    """Best-of-N over a flat batch ``(B, l), (B, l), (B,), (B,)``, one problem after
+    another in order of increasing budget within each run of equal laws
+    (``W`` concave: the optimum is unique, so each Newton solve may start
+    from the previous optimum's score and multiplier: continuation)."""
+    same = jnp.concatenate(
+        [
+            jnp.zeros((1,), bool),
+            jnp.all(levels[1:] == levels[:-1], axis=-1)
+            & jnp.all(log_ref[1:] == log_ref[:-1], axis=-1)
+            & (log_n[1:] == log_n[:-1]),
+        ]
     )
-    for w in (False, True)
-}
+    run = jnp.cumsum(~same)
+    order = jnp.lexsort((delta, run))
+    warm = jnp.concatenate([jnp.zeros((1,), bool), run[order][1:] == run[order][:-1]])
+
+    def solve(carry, item):
+        score_prev, x_prev = carry
+        i, w_ok = item
+        lv, lr, ln, d = levels[i], log_ref[i], log_n[i], delta[i]
+        pre = _prep(lv, lr, ln)
+        score0 = jnp.where(w_ok, score_prev, -_co_calibrated(lv, lr))
+        x0 = jnp.where(w_ok, x_prev, jnp.nan)
+        score, x, log_q, w, g, info = _solve_from(pre, d, 1.0, score0, x0, newton=True)
+        log_q, lam = _finish(pre, d, 1.0, x, log_q, w, g)
+        log_q, beta, win = _at_top(lv, lr, ln, d, False, log_q, lam)
+        # an edge budget (Δ = 0 or the top level) leaves no useful score: keep the previous one
+        useful = jnp.isfinite(beta) & (beta > 0)
+        return (jnp.where(useful, score, score_prev), jnp.where(useful, x, x_prev)), (log_q, beta, win, info)
+
+    init = (jnp.zeros_like(levels[0]), jnp.asarray(jnp.nan, log_ref.dtype))
+    _, out = jax.lax.scan(solve, init, (order, warm))
+    back = jnp.argsort(order)
+    return jax.tree.map(lambda a: a[back], out)
 
 
 def infalign_optimum(
@@ -296,5 +509,10 @@ def infalign_optimum(
     # Small buckets (>= 8): worst-of-N runs one start per (padded) level.
     levels, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob), _bucket(length, 8))
     rows, scalars = _broadcast((levels, log_ref), (jnp.asarray(log_num_samples, dt), jnp.asarray(delta, dt)))
-    log_q, beta, win = _vec_infalign[bool(worst)](*rows, *scalars)
+    if worst:
+        log_q, beta, win = _vec_worst(*rows, *scalars)
+    else:
+        batch = scalars[0].shape
+        flat = [x.reshape((-1,) + x.shape[len(batch) :]) for x in (*rows, *scalars)]
+        log_q, beta, win = (x.reshape(batch + x.shape[1:]) for x in _best_batch(*flat)[:3])
     return InfAlignOptimum(_like(ref, log_q[..., :length]), beta, win)
