@@ -45,6 +45,12 @@ def cases(dt):
         "bon_kl": aa.law_kl(aa.best_of_n(law, jnp.asarray(1024 * 0.2, dt)), law) / 1024,
         "bon_win_rate": aa.win_rate(aa.best_of_n(law, jnp.asarray(1024 * 0.2, dt)), law),
     }
+    small = aa.law_from_lattice(jnp.log(p3), 256)
+    out["soft_best_of_n"] = aa.soft_best_of_n(small, jnp.asarray([1.0, 20.0, 1e3], dt), jnp.asarray(2.0, dt)).prob
+    out["best_of_poisson"] = aa.best_of_poisson(small, jnp.asarray(30.0, dt)).prob
+    out["infalign_optimum_win"] = aa.infalign_optimum(
+        aa.law_from_lattice(jnp.log(p3), 16), jnp.log(jnp.asarray(4.0, dt)), jnp.asarray([0.05, 0.5], dt)
+    ).win_rate
     res = aa.bon_vs_klrl(p3, r3, 4096, jnp.asarray(0.2, dt))  # the window-law path
     out["bon_vs_klrl_reward"] = res.bon_reward
     out["bon_vs_klrl_kl"] = res.bon_kl
