@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from ._buckets import device_array
 from ._level_kernels import _broadcast, _pad
 from ._validate import check_nonneg, check_real, is_concrete
 from .sequence_laws import RewardLaw
@@ -44,6 +45,13 @@ def _check_log_n(log_num_samples) -> None:
 
 def _like(law: RewardLaw, log_prob) -> RewardLaw:
     """A law over ``law``'s levels with the given log-probabilities (levels broadcast to its shape)."""
+    if is_concrete(law.levels, log_prob):  # on the host: an eager broadcast would compile once per shape
+        shape = np.broadcast_shapes(np.shape(law.levels), np.shape(log_prob))
+        levels, log_prob = (
+            device_array(x) if np.shape(x) == shape else device_array(np.broadcast_to(np.asarray(x), shape))
+            for x in (law.levels, log_prob)
+        )
+        return RewardLaw(levels, log_prob, law.n, law.fingerprint)
     log_prob = jnp.asarray(log_prob)
     levels = jnp.broadcast_to(law.levels, jnp.broadcast_shapes(jnp.shape(law.levels), log_prob.shape))
     return RewardLaw(levels, jnp.broadcast_to(log_prob, levels.shape), law.n, law.fingerprint)
@@ -54,6 +62,16 @@ def _apply(kernel, law: RewardLaw, *params, rows=()) -> RewardLaw:
     vectorised ``kernel(levels, log_prob, *rows, *params)``, slice back."""
     length = law.levels.shape[-1]
     dt = law.log_prob.dtype
+    if is_concrete(law.levels, law.log_prob, *params, *rows):
+        # glue on the host (eager jnp operations would compile once per shape)
+        levels, log_prob = _pad(device_array(law.levels, dt), device_array(law.log_prob))
+        padded = [_pad(device_array(law.levels, dt), device_array(x, dt))[1] for x in rows]
+        padded = [device_array(np.where(np.isfinite(np.asarray(x)), np.asarray(x), 0.0)) for x in padded]
+        arrays, scalars = _broadcast((levels, log_prob, *padded), [device_array(x, dt) for x in params])
+        out = kernel(*arrays, *scalars)
+        if out.shape[-1] != length:
+            out = device_array(np.asarray(out)[..., :length])
+        return _like(law, out)
     levels, log_prob = _pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob))
     padded = [_pad(levels[..., :length], jnp.asarray(x, dt))[1] for x in rows]  # zeros would do; -inf is harmless
     padded = [jnp.where(jnp.isfinite(x), x, 0.0) for x in padded]

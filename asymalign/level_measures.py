@@ -36,6 +36,13 @@ def _inference_win(levels, log_q, log_ref, log_n, worst):
 _vec_calibrated = jax.jit(jnp.vectorize(_calibrated, signature="(l),(l)->(l)"))
 _vec_win = jax.jit(jnp.vectorize(_win, signature="(l),(l),(l)->()"))
 _vec_inference_win = jax.jit(jnp.vectorize(_inference_win, signature="(l),(l),(l),(),()->()"))
+_level_kl_jit = jax.jit(_level_kl)  # one compilation per shape, not one per eager operation
+
+
+@jax.jit
+def _law_mean(levels, log_prob):
+    on = log_prob > -jnp.inf
+    return jnp.sum(jnp.where(on, jnp.exp(log_prob) * levels, 0.0), axis=-1)
 
 
 # ---------------------------------------------------------------------------
@@ -130,8 +137,7 @@ def law_kl(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
     True
     """
     _check_same_levels(law_a, law_b, "law_a", "law_b")
-    dt = jnp.result_type(law_a.log_prob, law_b.log_prob)
-    return _level_kl(*_broadcast((jnp.asarray(law_a.log_prob, dt), jnp.asarray(law_b.log_prob, dt)))[0])
+    return _level_kl_jit(*_broadcast((law_a.log_prob, law_b.log_prob))[0])  # promotes the dtypes inside
 
 
 def law_mean(law: RewardLaw) -> jax.Array:
@@ -145,5 +151,4 @@ def law_mean(law: RewardLaw) -> jax.Array:
     """
     _check_law(law)
     (levels, log_prob), _ = _broadcast((law.levels, law.log_prob))
-    on = log_prob > -jnp.inf
-    return jnp.sum(jnp.where(on, jnp.exp(log_prob) * levels, 0.0), axis=-1)
+    return _law_mean(levels, log_prob)

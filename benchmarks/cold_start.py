@@ -14,9 +14,16 @@ Each process reports its import time, first-call time and compilation count
 ``asymalign reproduce --quick`` and ``asymalign sweep experiments/sweeps/example.toml``
 cold and warm the same way (full/quick scale only: about a minute each).
 
+``--experiments`` profiles each experiment of ``reproduce --quick`` alone
+(``--only NAME``) in a fresh process, cold then warm: wall time, executables
+built, seconds in XLA compilation, persistent-cache hits, and the seconds
+spent tracing and lowering (which the persistent cache does not save), from
+``jax.monitoring``.
+
 Run alone::
 
-    python benchmarks/cold_start.py [--repeats 3] [--only solve_lambda ...] [--cli] [--json PATH]
+    python benchmarks/cold_start.py [--repeats 3] [--only solve_lambda ...] [--cli] [--experiments [NAME ...]]
+                                    [--json PATH]
 """
 
 from __future__ import annotations
@@ -108,6 +115,56 @@ t2 = time.perf_counter()
 print("COLD_START_JSON" + json.dumps({{"import_s": t1 - t0, "first_call_s": t2 - t1b,
                                      "total_s": (t1 - t0) + (t2 - t1b)}}))
 """
+
+
+_CHILD_EXPERIMENT = """
+import json, os, time, collections
+t0 = time.perf_counter()
+import jax
+jax.config.update("jax_enable_x64", True)
+import matplotlib
+matplotlib.use("Agg")
+from jax import monitoring
+from asymalign import cli
+from asymalign._compile_cache import enable_compile_cache
+enable_compile_cache(os.environ["COLD_START_CACHE"])
+exps = cli.load_experiments()
+t1 = time.perf_counter()
+stats = collections.Counter()
+def on_duration(event, secs, **kw):
+    stats[event.rsplit("/", 1)[-1]] += secs
+    if event.endswith("backend_compile_duration"):
+        stats["compilations"] += 1
+def on_event(event, **kw):
+    if event.endswith("cache_hits"):
+        stats["cache_hits"] += 1
+monitoring.register_event_duration_secs_listener(on_duration)
+monitoring.register_event_listener(on_event)
+mod = exps.load({name!r})
+t2 = time.perf_counter()
+res = mod.compute(cli._experiment_key(0, {name!r}), quick=True)
+t3 = time.perf_counter()
+fig = mod.plot(res)
+fig.savefig(os.path.join(os.environ["COLD_START_OUT"], "f.png"), dpi=150)
+fig.savefig(os.path.join(os.environ["COLD_START_OUT"], "f.pdf"))
+t4 = time.perf_counter()
+print("COLD_START_JSON" + json.dumps({{"import_s": t1 - t0, "compute_s": t3 - t2, "plot_save_s": t4 - t3,
+    "total_s": t4 - t2, "compilations": stats["compilations"], "cache_hits": stats["cache_hits"],
+    "compile_s": stats["backend_compile_duration"], "trace_s": stats["jaxpr_trace_duration"],
+    "lower_s": stats["jaxpr_to_mlir_module_duration"]}}))
+"""
+
+
+def experiment_profile(name: str) -> dict:
+    """One experiment of ``reproduce --quick`` in fresh processes: cold (empty cache), then warm."""
+    tmp = tempfile.mkdtemp(prefix="asymalign-exp-")
+    try:
+        env = _env(os.path.join(tmp, "cache"))
+        env["COLD_START_OUT"] = tmp
+        script = _CHILD_EXPERIMENT.format(name=name)
+        return {"cold": _child(script, env, timeout=1800), "warm": _child(script, env, timeout=1800)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _env(cache=None):
@@ -209,9 +266,33 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="+", choices=list(FUNCTIONS), metavar="NAME")
     ap.add_argument("--cli", action="store_true", help="also reproduce --quick and the example sweep")
+    ap.add_argument(
+        "--experiments", nargs="*", metavar="NAME", help="profile experiments of reproduce --quick (default: all)"
+    )
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
     out = {}
+    if args.experiments is not None:
+        from asymalign._registry import EXPERIMENTS
+
+        print(
+            f"{'experiment':14s} {'':5s} {'total':>7s} {'plot+save':>9s} {'compiles':>8s} {'compile':>8s} "
+            f"{'hits':>5s} {'trace':>6s} {'lower':>6s}"
+        )
+        for name in args.experiments or EXPERIMENTS:
+            rec = out[f"experiment/{name}"] = experiment_profile(name)
+            for which in ("cold", "warm"):
+                r = rec[which]
+                print(
+                    f"{name:14s} {which:5s} {r['total_s']:6.2f}s {r['plot_save_s']:8.2f}s {r['compilations']:8d} "
+                    f"{r['compile_s']:7.2f}s {r['cache_hits']:5d} {r['trace_s']:5.2f}s {r['lower_s']:5.2f}s",
+                    flush=True,
+                )
+        if not (args.only or args.cli):
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(out, f, indent=1)
+            return 0
     for name in args.only or FUNCTIONS:
         rec = out[name] = first_result(name, args.repeats)
         if "skipped" in rec:

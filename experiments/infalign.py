@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 import asymalign as aa
@@ -57,17 +56,19 @@ def compute(key, *, quick: bool = False) -> Result:
         # padded to one length, so n = 1 and n = 16 share every compiled kernel
         ref = aa.pad_law(reward_law(P, R, n), LENGTH)
         x = np.linspace(kl_max / num_kl, kl_max, num_kl)
-        deltas = jnp.asarray(x)
+        deltas = x
         for worst in (False, True):
             tag = f"n = {n}, {'worst' if worst else 'best'}-of-{NUM_SAMPLES}"
             opt = aa.infalign_optimum(ref, log_n, deltas, worst=worst)
             # every transform family in one batch: exponentials (one row per t), power, calibrated, raw
-            scores = jnp.concatenate(
+            # (host-side glue: eager stacking would compile per shape)
+            expo = [aa.transformed_reward(ref, "exponential", t=float(s), worst=worst) for s in ts]
+            scores = np.concatenate(
                 [
-                    jnp.stack([aa.transformed_reward(ref, "exponential", t=float(s), worst=worst) for s in ts]),
-                    aa.transformed_reward(ref, "power", log_num_samples=log_n, worst=worst)[None],
-                    aa.calibrated_reward(ref)[None],
-                    jnp.asarray(ref.levels)[None],
+                    np.stack([np.asarray(e) for e in expo]),
+                    np.asarray(aa.transformed_reward(ref, "power", log_num_samples=log_n, worst=worst))[None],
+                    np.asarray(aa.calibrated_reward(ref))[None],
+                    np.asarray(ref.levels)[None],
                 ]
             )
             fam = _family_wins(ref, scores, deltas, log_n, worst)

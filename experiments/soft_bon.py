@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 import asymalign as aa
@@ -39,7 +38,7 @@ def _one_token(t: Table, quick: bool):
     # quick: 7 values of N (the batch size of the sequence part, so both share one compiled kernel)
     k = np.arange(2, 15, 2) if quick else np.arange(1, 19)
     num = 2.0**k
-    q = aa.soft_best_of_n(law, jnp.asarray(np.log(num)), TAU)
+    q = aa.soft_best_of_n(law, np.log(num), TAU)
     kl_fwd = np.asarray(aa.law_kl(phi, q))
     kl_rev = np.asarray(aa.law_kl(q, phi))
     p, f = np.asarray(P1), np.asarray(phi.prob)[: len(P1)]
@@ -72,24 +71,24 @@ def _sequences(t: Table, quick: bool):
     phi = np.asarray(aa.tilt(PS, RS, lam))
     dense = np.linspace(cs[0], cs[-1], 200)
     # λ*(c) on the grid and on the dense curve in one solve (one compilation)
-    lam_all = np.asarray(aa.solve_lambda(PS, RS, jnp.asarray(np.concatenate([cs, np.minimum(dense, cut)]))))
+    lam_all = np.asarray(aa.solve_lambda(PS, RS, np.concatenate([cs, np.minimum(dense, cut)])))
     lam_c, lam_d = lam_all[: cs.size], lam_all[cs.size :]
-    tilts = aa.tilt(PS, RS, jnp.asarray(lam_d))  # (200, 2)
-    limit = np.asarray(aa.kl(tilts, jnp.broadcast_to(jnp.asarray(phi), tilts.shape)))
+    tilts = aa.tilt(PS, RS, lam_d)  # (200, 2)
+    limit = np.asarray(aa.kl(tilts, np.broadcast_to(phi, tilts.shape)))
     t.add("sequence KL", "limit n → ∞", dense, limit)
-    t.add("sequence reward", "KL-RL Λ'(λ*(c))", dense, np.asarray(aa.kl_rl(PS, RS, jnp.asarray(dense)).reward))
+    t.add("sequence reward", "KL-RL Λ'(λ*(c))", dense, np.asarray(aa.kl_rl(PS, RS, dense).reward))
     out = dict(cutoff_c=cut, c=cs, lambda_star=lam_c, n={})
     # quick: one padded length for every n (one compilation); full: each n in its own bucket
     length = LENGTH if quick else None
     for i, n in enumerate(ns):
         law = aa.pad_law(reward_law(PS, RS, n), length)
-        log_n = jnp.asarray(n * cs)
+        log_n = n * cs
         target = aa.level_tilt(law, law.levels, TAU)
         sbon = aa.soft_best_of_n(law, log_n, TAU)
         kl = np.asarray(aa.law_kl(sbon, target)) / n
         t.add("sequence KL", f"soft best-of-N, n = {n}", cs, kl)
         rew_b = np.asarray(aa.law_mean(aa.best_of_n(law, log_n))) / n
-        rew_p = np.asarray(aa.law_mean(aa.best_of_poisson(law, jnp.expm1(log_n)))) / n
+        rew_p = np.asarray(aa.law_mean(aa.best_of_poisson(law, np.expm1(log_n)))) / n
         rew_s = np.asarray(aa.law_mean(sbon)) / n
         t.add("sequence reward", f"best-of-N, n = {n}", cs, rew_b)
         t.add("sequence reward", f"Best-of-Poisson, n = {n}", cs, rew_p)

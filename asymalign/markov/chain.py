@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _numerics as nx
+from .._buckets import device_array
 from .._validate import check_prob, check_reward, is_concrete
 
 __all__ = ["MarkovChain", "check_chain", "log_perron_root", "chain_fingerprint"]
@@ -120,8 +121,36 @@ def _check_chain_reward(chain, r, ergodic=False):
         check_reward(r, chain.initial, "r", "chain.initial")
 
 
+_MIN_STATES = 4  # concrete chains are padded to a power of two >= this many states
+
+
+def padded_states(k: int) -> int:
+    """The padded number of states of a concrete chain: the next power of two, at least 4."""
+    return max(_MIN_STATES, 1 << max(k - 1, 0).bit_length())
+
+
 def _prep(chain, r, *scalars):
+    """``(P, μ, r, *scalars)`` as arrays of one floating dtype.
+
+    Concrete chains are padded on the host to :func:`padded_states` states
+    (so chains of 2, 3 and 4 states share one compiled kernel) with states no
+    path can enter: zero columns and rows of ``P``, ``μ = 0``, and the reward
+    of state 0. Such states add only exact zeros to every product, and the
+    Perron root of the padded ``P D_λ`` and its (sum-normalised) Perron
+    vectors restricted to the real states are those of the chain (THEORY.md §14).
+    Per-state outputs must be cut back to ``chain.num_states``.
+    """
     dt = nx.float_dtype(chain.transition, chain.initial, r, *scalars)
+    arrays = (chain.transition, chain.initial, r)
+    if is_concrete(*arrays, *scalars):  # host-side: no eager compilation per shape
+        P, mu, rv = (np.asarray(a, np.float64) for a in arrays)
+        k = P.shape[-1]
+        size = padded_states(k)
+        Pp = np.zeros((size, size))
+        Pp[:k, :k] = P
+        mup = np.concatenate([mu, np.zeros(size - k)])
+        rp = np.concatenate([rv, np.full(size - k, rv[0])])
+        return [device_array(x, dt) for x in (Pp, mup, rp)] + [device_array(s, dt) for s in scalars]
     out = [jnp.asarray(chain.transition, dt), jnp.asarray(chain.initial, dt), jnp.asarray(r, dt)]
     return out + [jnp.asarray(s, dt) for s in scalars]
 

@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .. import _numerics as nx
+from .._buckets import device_array
 from .._lattice import _detect_lattice
 from .._validate import check_positive_int
 from ..sequence_laws import _MERGE_RTOL, RewardLaw
-from .chain import _check_chain_reward, _perron_vectors, chain_fingerprint, log_perron_root
+from .chain import _check_chain_reward, _perron_vectors, chain_fingerprint, log_perron_root, padded_states
 
 __all__ = ["reward_law"]
 
@@ -48,6 +48,8 @@ _MIN_SCORE = -16.0
 _CENTRE_SPACING = 6.0
 # Largest tilt (per lattice step) of the FFT windows: e^{-40} per step below the top.
 _FAR_TILT = 40.0
+
+
 def _window_fft_size(n: int, span: int, sd: float) -> int:
     """FFT length so that a level read within ``4 sd`` of a window centre is
     aliased only with tilted mass ``<= e^{-60}`` (Bernstein-type bound, letters
@@ -88,12 +90,21 @@ def _dp_kernel(logP, log_mu, m, steps, init_len):
 
 def _dp_law(P, mu, m, n, span):
     L = n * span + 1
+    # host-side inputs, states padded (unreachable: log μ = log P(·, pad) = -inf) so
+    # that chains of 2..4 states share one compiled kernel per level bucket
+    k = P.shape[0]
+    size = padded_states(k)
+    with np.errstate(divide="ignore"):
+        logP = np.full((size, size), -np.inf)
+        logP[:k, :k] = np.log(np.asarray(P, np.float64))
+        log_mu = np.concatenate([np.log(np.asarray(mu, np.float64)), np.full(size - k, -np.inf)])
+    mm = np.concatenate([np.asarray(m, np.int32), np.zeros(size - k, np.int32)])
     out = _dp_kernel(
-        jnp.asarray(nx.masked_log(jnp.asarray(P))),
-        jnp.asarray(nx.masked_log(jnp.asarray(mu))),
-        jnp.asarray(m, jnp.int32),
-        jnp.asarray(n - 1, jnp.int32),
-        jnp.zeros(_bucket(L), jnp.int8),
+        device_array(logP),
+        device_array(log_mu),
+        device_array(mm),
+        device_array(np.int32(n - 1)),
+        device_array(np.zeros(_bucket(L), np.int8)),
     )
     return np.asarray(out)[:L]
 

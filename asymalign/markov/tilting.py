@@ -15,10 +15,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from .. import _numerics as nx
+from .._buckets import device_array
 from .._validate import check_nonneg, check_positive_int, check_real, is_concrete
 from ._solve import derivs2, far_tilt, solve_increasing
 from .chain import MarkovChain, _check_chain_reward, _log_rho_tilted, _perron_vectors, _prep, log_perron_root
@@ -201,8 +203,12 @@ def doob_transform(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> MarkovCh
     """
     _check_chain_reward(chain, r, ergodic=True)
     check_real(lam, "lam")
+    k = chain.num_states
     P, mu, r, lam = _prep(chain, r, lam)
-    return MarkovChain(*_doob_jit(P, mu, r, lam))
+    q, init = _doob_jit(P, mu, r, lam)
+    if q.shape[-1] != k:  # padded states (never entered) cut off on the host
+        q, init = device_array(np.asarray(q)[:k, :k]), device_array(np.asarray(init)[:k])
+    return MarkovChain(q, init)
 
 
 @jax.jit
@@ -332,14 +338,40 @@ def kl_rl(chain: MarkovChain, r: ArrayLike, n: int, delta: ArrayLike) -> MarkovK
     _check_chain_reward(chain, r)
     n = check_positive_int(n, "n")
     check_nonneg(delta, "delta")
+    k = chain.num_states
     P, mu, r, delta = _prep(chain, r, delta)
-    return _kl_rl_jit(P, mu, r, delta, n)
+    if not is_concrete(P, mu, r, delta):
+        return _kl_rl_jit(P, mu, r, delta, n)
+    lam, lam_eval, reward, kl = _finite_solve_jit(P, mu, r, delta, n)
+    # messages over a power-of-two number (>= 128) of steps: one compilation per bucket of n, not per n
+    init, qs = _messages_bucketed(P, mu, r, lam_eval, n - 1, length=max(128, 1 << max(n - 2, 0).bit_length()))
+    init, qs = device_array(np.asarray(init)[:k]), device_array(np.asarray(qs)[: n - 1, :k, :k])
+    return MarkovKLRL(lam, reward, kl, init, qs)
 
 
 def _kl_rl_jit(P, mu, r, delta, n):
     lam, lam_eval, reward, kl = _finite_solve_jit(P, mu, r, delta, n)
     init, qs = _messages_jit(P, mu, r, lam_eval, n)
     return MarkovKLRL(lam, reward, kl, init, qs)
+
+
+@jax.jit(static_argnames=("length",))
+def _messages_bucketed(P, mu, r, lam, steps, *, length: int):
+    """:func:`_messages` for ``n - 1 = steps <= length`` with the scan over ``length`` steps:
+    the first ``length - steps`` (run first, in reverse) keep ``h = 1``; ``qs[:steps]`` is the result.
+    Rows of padded states (never entered) are not meaningful."""
+    logP = nx.masked_log(P)
+    z = lam * r
+
+    def step(log_h, i):
+        a = logP + (z + log_h)[None, :]  # (x, y)
+        log_prev = logsumexp(a, axis=1)
+        q = jnp.exp(a - log_prev[:, None])
+        return jnp.where(i < steps, log_prev - jnp.max(log_prev), log_h), q
+
+    log_h1, qs = jax.lax.scan(step, jnp.zeros_like(r), jnp.arange(length), reverse=True)
+    a1 = nx.masked_log(mu) + z + log_h1
+    return jnp.exp(a1 - logsumexp(a1)), qs
 
 
 @jax.jit
