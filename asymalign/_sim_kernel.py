@@ -34,6 +34,8 @@ from .sampling import (
 _BLOCK_TOKENS = 4096
 # Default bound on the number of tokens drawn at once (a few tens of MB).
 _DEFAULT_CHUNK = 2**21
+# Sequences of at most this many units are summed in an unrolled loop.
+_UNROLL_ROWS = 16
 # fold_in index of a trial's Poisson count (block indices never reach it).
 _COUNT_STREAM = 2**32 - 1
 
@@ -198,83 +200,95 @@ def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
     return draw
 
 
-def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens):
+@functools.partial(jax.jit, static_argnames=("group",))
+def _group_tables(alias, r, g, n, *, group):
+    """Per score (``r``, then ``g`` if given): ``((full, full[alias]), (part,
+    part[alias]))``, each cell's total over its ``group`` tokens and over the
+    first ``rest = n - (G - 1)·group`` of them (``n`` traced; the same sums as
+    :func:`~asymalign.sampling._group_values`, masked). Computed apart from
+    the simulator: XLA on CPU made every table lookup several times slower
+    when the tables were computed in the same program."""
+    k, m, size = r.shape[0], group, alias.shape[0]
+    rest = n - (-(-n // m) - 1) * m
+    cell = jnp.arange(size, dtype=jnp.int32)
+
+    def tables(v):
+        full = _group_values(v, k, m, size, m)
+        part = v[(cell // k ** (m - 1)) % k]
+        for j in range(1, m):
+            part = jnp.where(j < rest, part + v[(cell // k ** (m - 1 - j)) % k], part)
+        return (full, full[alias]), (part, part[alias])
+
+    return [tables(v) for v in ((r,) if g is None else (r, g))]
+
+
+def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs=None):
     """As :func:`_block_drawer`, with ``n`` and the block size ``block`` traced
     and static padded sizes ``shape``: ``draw(block_key) -> (r_n, G_n or None,
     units or None)`` for ``shape.block`` slots (those ``>= block`` are padding),
-    the units flat (``units[g·block + j]``: unit ``g`` of sequence ``j``). Same
-    words, tables and left-to-right sums as :func:`_block_drawer`, so the same
-    floats bit for bit."""
-    k = r.shape[0]
+    ``units`` of shape ``(shape.rows, shape.block)`` (rows ``>= G`` are padding).
+    Unit ``t`` of sequence ``j`` is word ``t·block + j`` of the block's
+    :func:`~asymalign.sampling.random_words` draw of ``G·block`` words, read
+    from a longer prefix-stable draw; same tables and left-to-right sums as
+    :func:`_block_drawer`, so the same floats bit for bit. ``tabs``: the
+    alias sampler's cell tables (:func:`_group_tables`)."""
     scores = (r,) if g is None else (r, g)
     m = max(1, group)
     rows = -(-n // m)  # traced
-    rest = n - (rows - 1) * m
-    size = rows * block
-    h = (size + 1) // 2
+    h = (rows * block + 1) // 2
     half, slots = shape.half, shape.block
-    length = 2 * half + slots
+    length = 2 * half + slots  # words drawn per block (>= rows * block), then room for one row
     pos = jnp.arange(length)
 
     def words(bkey):
+        # random_words of G·block words: with x64 the low halves of ⌈G·block/2⌉
+        # uint64 words, then their high halves; else uint32 words in order.
         if not jax.config.jax_enable_x64:
             return jax.random.bits(bkey, (length,), jnp.uint32)
         wide = jax.random.bits(bkey, (half,), jnp.uint64)
-        lo = jnp.concatenate([wide.astype(jnp.uint32), jnp.zeros((length - half,), jnp.uint32)])
-        hi = jnp.concatenate([jnp.zeros((half,), jnp.uint32), (wide >> 32).astype(jnp.uint32)])
-        hi = jax.lax.dynamic_slice(jnp.concatenate([hi, jnp.zeros((length,), jnp.uint32)]), (half - h,), (length,))
-        return jnp.where(pos < h, lo, hi)  # word f: low half of wide[f], then high half of wide[f - h]
+        lo, hi = wide.astype(jnp.uint32), (wide >> 32).astype(jnp.uint32)
+        ext = jnp.concatenate([lo, hi, lo, jnp.zeros((slots,), jnp.uint32)])
+        shifted = jax.lax.dynamic_slice(ext, (half - h,), (length,))  # word f >= h: high half of wide[f - h]
+        return jnp.where(pos < h, ext[:length], shifted)
+
+    def row(w, t):  # unit t of every sequence of the block
+        return jax.lax.dynamic_slice(w, (t * block,), (slots,))
 
     if group:
-        size_t = sampler.threshold.shape[0]
 
-        def tables(v):
-            full = _group_values(v, k, m, size_t, m)
-            # the last group's first `rest` tokens (traced): the same sums, masked
-            cell = jnp.arange(size_t, dtype=jnp.int32)
-            part = v[(cell // k ** (m - 1)) % k]
-            for j in range(1, m):
-                part = jnp.where(j < rest, part + v[(cell // k ** (m - 1 - j)) % k], part)
-            return (full, full[sampler.alias]), (part, part[sampler.alias])
+        def lookup(wt, last):
+            idx, keep = _alias_split(wt, sampler)
+            return [jnp.where(keep, tab[idx], tab_a[idx]) for (tab, tab_a) in (t[1] if last else t[0] for t in tabs)]
 
-        tabs = [tables(v) for v in scores]
-
-        def unit_values(bkey):
-            idx, keep = _alias_split(words(bkey), sampler)
-            units = jnp.where(keep, idx, sampler.alias[idx]) if return_tokens else None
-            vals = [(jnp.where(keep, t[0][0][idx], t[0][1][idx]), (t[1], idx, keep)) for t in tabs]
-            return vals, units
-
-        def last_row(extra):
-            (part, part_alias), idx, keep = extra
-            start = (rows - 1) * block
-            i = jax.lax.dynamic_slice(idx, (start,), (slots,))
-            kp = jax.lax.dynamic_slice(keep, (start,), (slots,))
-            return jnp.where(kp, part[i], part_alias[i])
+        def units_of(wt):
+            idx, keep = _alias_split(wt, sampler)
+            return jnp.where(keep, idx, sampler.alias[idx])
 
     else:
         thresholds, last_token = sampler
 
-        def unit_values(bkey):
-            tok = _tokens_from_bits(words(bkey), thresholds, last_token)
-            return [(v[tok], None) for v in scores], tok if return_tokens else None
+        def lookup(wt, last):
+            tok = _tokens_from_bits(wt, thresholds, last_token)
+            return [v[tok] for v in scores]
 
-        def last_row(extra):
-            return None
-
-    def row(vals, t):
-        return jax.lax.dynamic_slice(vals, (t * block,), (slots,))
-
-    def total(vals, extra):
-        # Strictly left to right over the sequence's units, as _block_drawer.
-        final = row(vals, rows - 1) if extra is None else last_row(extra)
-        acc = jnp.where(rows == 1, final, row(vals, 0))
-        acc = jax.lax.fori_loop(1, rows - 1, lambda t, acc: acc + row(vals, t), acc)
-        return jnp.where(rows > 1, acc + final, acc)
+        def units_of(wt):
+            return _tokens_from_bits(wt, thresholds, last_token)
 
     def draw(bkey):
-        vals, units = unit_values(bkey)
-        sums = [total(v, extra) for v, extra in vals]
+        w = words(bkey)
+        final = lookup(row(w, rows - 1), True)
+        acc = [jnp.where(rows == 1, f, x) for f, x in zip(final, lookup(row(w, 0), False), strict=True)]
+        # Strictly left to right over the sequence's units, as _block_drawer.
+        if shape.rows <= _UNROLL_ROWS:  # few rows: unrolled and masked (fuses)
+            for t in range(1, shape.rows - 1):
+                acc = [jnp.where(t < rows - 1, a + x, a) for a, x in zip(acc, lookup(row(w, t), False), strict=True)]
+        else:
+            body = lambda t, acc: [a + x for a, x in zip(acc, lookup(row(w, t), False), strict=True)]  # noqa: E731
+            acc = jax.lax.fori_loop(1, rows - 1, body, acc)
+        sums = [jnp.where(rows > 1, a + f, a) for a, f in zip(acc, final, strict=True)]
+        units = None
+        if return_tokens:
+            units = jax.vmap(lambda t: units_of(row(w, t)))(jnp.arange(shape.rows))
         return sums[0], (sums[1] if g is not None else None), units
 
     return draw
@@ -320,6 +334,7 @@ def _simulate(
     samples=None,
     shape=None,
     sizes=None,
+    tables=None,
 ):
     """``sampler`` is ``(thresholds, last)`` when ``group == 0`` (one word per
     token), else an :class:`~asymalign.sampling._Alias` for groups of ``group`` tokens.
@@ -329,7 +344,8 @@ def _simulate(
     :func:`_traced_plan`. ``shape``: ``None`` (``n`` static) or the static padded
     sizes of :func:`_traced_plan`, with ``sizes = (n, cap)`` traced (the block
     is ``min(cap, max(1, 4096 // n))``, ``cap`` being ``N`` or the Poisson size
-    class); the tokens then come back padded to ``shape.tokens``."""
+    class); the tokens then come back padded to ``shape.tokens``; ``tables``:
+    :func:`_group_tables` for the alias sampler."""
     slots, bpc, num_chunks, tpc, num_trial_chunks = plan
     if shape is None:
         block = slots
@@ -338,7 +354,9 @@ def _simulate(
     else:
         n_t, cap = (jnp.asarray(x, jnp.int32) for x in sizes)
         block = jnp.minimum(cap, jnp.maximum(1, _BLOCK_TOKENS // n_t))
-        draw = _traced_drawer(sampler, r, g, n=n_t, block=block, shape=shape, group=group, return_tokens=return_tokens)
+        draw = _traced_drawer(
+            sampler, r, g, n=n_t, block=block, shape=shape, group=group, return_tokens=return_tokens, tabs=tables
+        )
         units_per_seq = shape.rows
         rows_t = -(-n_t // max(1, group))
     neg_inf = jnp.asarray(-jnp.inf, r.dtype)
@@ -378,10 +396,8 @@ def _simulate(
             if return_tokens:
                 if shape is None:
                     chosen = units[j // block, :, j % block]
-                else:  # flat units: unit t of sequence j is at t * block + j
-                    t = jnp.arange(shape.rows)
-                    chosen = jnp.take(units[j // slots], t * block + j % slots, mode="clip")
-                    chosen = jnp.where(t < rows_t, chosen, 0)
+                else:  # units (bpc, rows, slots); rows >= G are padding
+                    chosen = jnp.where(jnp.arange(shape.rows) < rows_t, units[j // slots, :, j % slots], 0)
                 best_units = jnp.where(better, chosen, best_units)
             return (best_sel, best_s, best_gold, best_units), None
 

@@ -184,6 +184,7 @@ def test_simulate_bon_n_and_num_samples_in_one_bucket():
         (2, 20, 7, {"temperature": 0.7}),
         (5, 300, 40, {"g": True}),
         (5000, 9, 600, {}),  # single-token alias table
+        (4, 40, 700, {"traced_p": True}),  # p traced: one word per token (thresholds)
     ],
 )
 def test_simulate_bon_traced_sizes_match_the_static_kernel(k, n, num, kw):
@@ -197,8 +198,12 @@ def test_simulate_bon_traced_sizes_match_the_static_kernel(k, n, num, kw):
     p, r = rng.dirichlet(np.ones(k)), np.round(rng.normal(size=k), 3)
     gold = rng.normal(size=k) if kw.pop("g", False) else None
     trials, key = 24, jax.random.key(n)
-    sim = aa.simulate_bon(key, p, r, n, num, trials, g=gold, return_tokens=True, **kw)
-    group, sampler = smp.make_sampler(p, n)
+    if kw.pop("traced_p", False):
+        sim = jax.jit(lambda p: aa.simulate_bon(key, p, r, n, num, trials, g=gold, return_tokens=True, **kw))(p)
+        group, sampler = 0, jax.jit(smp._thresholds)(p)  # as inside the traced call
+    else:
+        sim = aa.simulate_bon(key, p, r, n, num, trials, g=gold, return_tokens=True, **kw)
+        group, sampler = smp.make_sampler(p, n)
     temperature = kw.get("temperature")
     ref = sk._simulate(
         key,
