@@ -9,7 +9,7 @@ every ``bon_*`` quantity of the unit: :func:`asymalign.bon_vs_klrl_on_law`.
 
 from __future__ import annotations
 
-from .quantities import SweepUnit, register_quantity
+from .quantities import PADDED_SAFE, SweepUnit, register_quantity
 
 
 def _klrl_reward(u: SweepUnit):
@@ -88,3 +88,7 @@ for _name, _fn, _axes, _desc, _law in (
     ("rate_function", rate_function, ("x",), "Cramér rate I_0(x) of r_n/n under p^n (THEORY §5)", False),
 ):
     register_quantity(_name, _fn, axes=_axes, description=_desc, reference_kinds=("iid",), exact_law=_law)
+    # solve_lambda, tilt_reward, tilt_kl, max_kl and rate_function work on the
+    # support of p (zeros allowed, THEORY.md §2); the best-of-N kernel takes n
+    # traced and a padded law; bon_kl_bound is elementwise in n.
+    PADDED_SAFE.add(_fn)

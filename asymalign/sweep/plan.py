@@ -2,10 +2,21 @@
 
 The grid ``references × rewards × n × Δ × x`` is flattened into *units*
 ``(model, n)``; a unit carries all its ``Δ`` and ``x`` values. Units are
-grouped by what fixes static shapes (reference kind, alphabet size ``k``, law
-method — lattice, types or Markov — and ``n`` when a quantity needs it) and each
-group is cut into chunks of about ``chunk_size`` grid points. Chunk boundaries
-depend only on the config and the chunk size, never on the device count.
+grouped by what fixes static shapes and each group is cut into chunks of about
+``chunk_size`` grid points; each group compiles once. Chunk boundaries depend
+only on the config and the chunk size, never on the device count.
+
+Groups (issue 11: compilations dominate a small sweep). When every requested
+quantity is a built-in one (:data:`asymalign.sweep.quantities.PADDED_SAFE`),
+memoryless units are *fused*: the alphabet is padded with zero-probability
+letters to one power-of-two size ``k`` for the whole sweep, ``n`` is a traced
+integer, and the exact law of ``r_n`` is built on the host
+(:func:`asymalign.reward_law`) and padded to a power-of-two length, so the
+group key is only that length (and one length for the whole sweep when padding
+every law to the longest costs little, :func:`_law_buckets`). Otherwise (a
+user quantity, which may need a static ``n`` or the unpadded alphabet) and for
+Markov references, the key is (reference kind, ``k``, law method — lattice,
+types or Markov — and ``n`` when a quantity needs it), as before.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import MAX_TYPES, SweepConfig, _err
+from .quantities import PADDED_SAFE
 
 __all__ = ["Model", "build_models", "check_models", "make_plan", "PARAM_COLUMNS", "BLANK_COLUMNS"]
 
@@ -178,6 +190,23 @@ def check_models(cfg: SweepConfig):
                     )
 
 
+class GroupKey(NamedTuple):
+    """What fixes the static shapes of a group's executable.
+
+    ``method`` is ``"lattice"``, ``"types"`` or ``"markov"`` (law built in
+    the trace, or on the host for Markov), ``"host"`` for fused memoryless
+    units (law built on the host) and ``None`` when no quantity needs the law.
+    ``n`` is the static sequence length, ``None`` when ``n`` is traced or not
+    needed. ``law_size`` is the padded law length of a fused group (``0``: the
+    chunk decides, or no law)."""
+
+    kind: str
+    k: int
+    method: str | None
+    n: int | None
+    law_size: int = 0
+
+
 class Unit(NamedTuple):
     model: int
     n_index: int
@@ -190,12 +219,52 @@ class Plan(NamedTuple):
     deltas: tuple
     xs: tuple  # x or x_relative values
     x_key: str | None
-    groups: list  # (key, [unit indices])
+    groups: list  # (GroupKey, [unit indices])
     chunks: list  # (group index, chunk index, [unit indices])
     points_per_unit: int
     num_points: int
     chunk_size: int
     units_per_chunk: int
+
+
+def fused(cfg: SweepConfig) -> bool:
+    """Whether memoryless units are fused (padded alphabet, traced ``n``, host
+    laws): every requested quantity's memoryless implementation is a built-in
+    one known to accept that (:data:`~asymalign.sweep.quantities.PADDED_SAFE`)."""
+    return all(q.fn("iid") in PADDED_SAFE for q in cfg.specs if "iid" in q.reference_kinds)
+
+
+def _pow2(size: int, minimum: int) -> int:
+    return max(minimum, 1 << (int(size) - 1).bit_length())
+
+
+def law_size_bound(m: Model, n: int) -> int:
+    """An upper bound on the number of levels of :func:`host_law` for a memoryless model."""
+    k = m.p.size
+    if m.law_method == "lattice":
+        return n * (k - 1 if m.reward_family == "linear" else 1) + 1
+    return math.comb(n + k - 1, k - 1)
+
+
+# Padding every fused law of a sweep to the longest bucket is accepted when the
+# padded work (units × length × Δ values) stays below this or below
+# _FUSE_RATIO times the unpadded (bucketed) work: one compilation (seconds)
+# instead of one per length bucket, for milliseconds of extra compute.
+_FUSE_WORK = 1 << 22
+_FUSE_RATIO = 4
+
+
+def _law_buckets(sizes: list[int], num_deltas: int) -> list[int]:
+    """Padded law length of each fused unit: its power-of-two bucket (at least
+    64), or the largest bucket for all when that costs little."""
+    own = [_pow2(s, 64) for s in sizes]
+    if not own:
+        return own
+    top = max(own)
+    padded, unpadded = len(own) * top, sum(own)
+    if padded * num_deltas <= _FUSE_WORK or padded <= _FUSE_RATIO * unpadded:
+        return [top] * len(own)
+    return own
 
 
 def make_plan(cfg: SweepConfig, chunk_size: int) -> Plan:
@@ -208,10 +277,19 @@ def make_plan(cfg: SweepConfig, chunk_size: int) -> Plan:
     ppu = max(1, len(deltas)) * max(1, len(xs))
     static_n = any("n" in q.axes for q in cfg.specs)
     law = any(q.exact_law for q in cfg.specs)
+    fuse = fused(cfg)
+    iid_k = [m.p.size for m in models if m.kind == "iid"]
+    k_pad = _pow2(max(iid_k), 2) if iid_k else 0
+    # Law length of every fused unit (canonical order of the fused units).
+    fused_units = [(m, n) for m in models if fuse and m.kind == "iid" for n in ns]
+    sizes = iter(_law_buckets([law_size_bound(m, n) for m, n in fused_units], max(1, len(deltas))) if law else [])
     units, groups, index = [], [], {}
     for mi, m in enumerate(models):
         for ni, n in enumerate(ns):
-            key = (m.kind, m.p.size, m.law_method if law else None, n if static_n else None)
+            if fuse and m.kind == "iid":
+                key = GroupKey("iid", k_pad, "host" if law else None, None, next(sizes) if law else 0)
+            else:
+                key = GroupKey(m.kind, m.p.size, m.law_method if law else None, n if static_n else None)
             if key not in index:
                 index[key] = len(groups)
                 groups.append((key, []))

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 __all__ = [
     "AXES",
     "KINDS",
+    "PADDED_SAFE",
     "PLUGIN_MODULES",
     "QUANTITIES",
     "Quantity",
@@ -61,6 +62,14 @@ KINDS = ("iid", "markov")
 # Modules imported (once) before quantity names are resolved; each registers
 # its quantities with register_quantity at import time.
 PLUGIN_MODULES: list[str] = ["asymalign.sweep._markov"]
+# Memoryless per-unit functions known to accept a *padded* unit: ``p`` and
+# ``r`` padded with zero-probability letters (each function used gives them
+# weight 0 and returns bit-for-bit what the unpadded alphabet gives, up to
+# the summation order), ``n`` a traced integer and the exact law built on the
+# host. When every requested quantity is one of these, the engine evaluates
+# all memoryless units of a sweep with one executable per law-length bucket
+# (issue 11); any other function gets the unpadded unit with a static ``n``.
+PADDED_SAFE: set = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,13 +278,16 @@ class SweepUnit:
       p: ``(k,)`` the reference law (``iid``); for ``markov`` the initial law.
       r: ``(k,)`` per-token (per-state) rewards.
       chain: the :class:`asymalign.markov.MarkovChain` (``markov``), else ``None``.
-      n: the sequence length (a static int) when a requested quantity has the
-        ``n`` axis, else ``None``.
+      n: the sequence length when a requested quantity has the ``n`` axis,
+        else ``None``: a static int, or a traced integer scalar when every
+        requested quantity is in :data:`PADDED_SAFE` (then ``p`` and ``r``
+        may carry padding letters with ``p = 0``).
       delta: ``(D,)`` KL budgets per token (``(1,)`` zeros if the grid has none).
       x: ``(X,)`` absolute per-token reward levels (``(1,)`` zeros if none).
       lattice: ``(log_w, a, h)`` with ``r = a + h m`` when the exact law is
         the lattice law (``law_method == "lattice"``).
-      law_method: ``"lattice"``, ``"types"`` or ``"markov"``.
+      law_method: ``"lattice"``, ``"types"``, ``"markov"`` or ``"host"``
+        (memoryless, exact law built on the host by :func:`asymalign.reward_law`).
     """
 
     def __init__(self, kind, arrays, delta, x, *, n, law_method):
@@ -344,7 +356,8 @@ class SweepUnit:
     def law(self):
         """The exact law of ``r_n`` (a :class:`~asymalign.RewardLaw`; THEORY.md §7, §14):
         :func:`asymalign.law_from_lattice` or :func:`asymalign.law_from_types` in the trace, or
-        for chains :func:`asymalign.markov.reward_law` on the host (padded to a power-of-two bucket)."""
+        :func:`asymalign.reward_law` (memoryless, ``law_method == "host"``) or
+        :func:`asymalign.markov.reward_law` (chains) on the host, padded to a power-of-two bucket."""
         return self.cached("law", self._make_law)
 
     def _make_law(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import sys
@@ -22,9 +23,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import store
-from .config import DEFAULT_CHUNK_SIZE, SweepConfig, SweepConfigError
+from .config import DEFAULT_CHUNK_SIZE, MAX_TYPES, SweepConfig, SweepConfigError
 from .distributed import SweepDistributedError, barrier, broadcast_from_0, gather, lost_peer
-from .plan import Plan, make_plan, param_columns, x_values
+from .plan import Plan, fused, make_plan, param_columns, x_values
 from .quantities import SweepUnit
 
 __all__ = ["SweepResult", "run_sweep"]
@@ -69,9 +70,12 @@ def _versions() -> dict:
 
 
 def _unit_fn(arrays, xs, deltas, *, kind, n, method, specs):
-    """Every requested quantity of one unit, each of shape ``(D, X)`` (jittable)."""
+    """Every requested quantity of one unit, each of shape ``(D, X)`` (jittable).
+    ``n``: static, or ``None`` with a traced ``arrays["n"]`` (fused groups)."""
     import jax.numpy as jnp
 
+    if n is None and "n" in arrays:
+        n = arrays["n"]
     unit = SweepUnit(kind, arrays, deltas, xs, n=n, law_method=method)
     shape = unit.shape
     return tuple(jnp.broadcast_to(jnp.asarray(q.fn(kind)(unit), deltas.dtype), shape) for q in specs)
@@ -100,7 +104,8 @@ def _evaluate_chunk(plan: Plan, cfg: SweepConfig, chunk, mesh) -> dict[str, np.n
     from jax.sharding import PartitionSpec as P
 
     gi, _, members = chunk
-    kind, _, method, n = plan.groups[gi][0]
+    key = plan.groups[gi][0]
+    kind, method, n = key.kind, key.method, key.n
     ndev = mesh.devices.size
     # One padded batch size per group (a multiple of the device count), so
     # that the group's last, shorter chunk does not trigger a recompilation.
@@ -111,7 +116,21 @@ def _evaluate_chunk(plan: Plan, cfg: SweepConfig, chunk, mesh) -> dict[str, np.n
     D, X = max(1, len(plan.deltas)), max(1, len(plan.xs))
     batch = NamedSharding(mesh, P("batch"))
     per_model = [m.arrays(method) for m in models]
-    if method == "markov":  # the exact law is built on the host, once per (model, n)
+    if kind == "iid" and fused(cfg):
+        # fused memoryless group: alphabet padded with p = 0 letters (reward: the
+        # smallest one), n traced, the exact law built on the host and padded
+        traced_n = any("n" in q.axes for q in cfg.specs)
+        for a, u in zip(per_model, padded, strict=True):
+            extra = key.k - a["p"].size
+            a["r"] = np.concatenate([a["r"], np.full(extra, a["r"].min())])
+            a["p"] = np.concatenate([a["p"], np.zeros(extra)])
+            if traced_n:
+                a["n"] = np.int64(plan.units[u].n)
+            if method == "host":
+                lv, lp = host_law(plan, plan.units[u].model, plan.units[u].n)
+                a["law_levels"] = np.concatenate([lv, np.full(key.law_size - lv.size, lv[-1])])
+                a["law_log_prob"] = np.concatenate([lp, np.full(key.law_size - lp.size, -np.inf)])
+    elif method == "markov":  # the exact law is built on the host, once per (model, n)
         laws = [host_law(plan, plan.units[u].model, n) for u in padded]
         size = max(_bucket(lv.size) for lv, _ in laws)
         for a, (lv, lp) in zip(per_model, laws, strict=True):
@@ -136,13 +155,26 @@ _HOST_LAWS: dict = {}
 
 
 def host_law(plan: Plan, model: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(levels, log_prob)`` of :func:`asymalign.markov.reward_law` for a Markov model (cached)."""
+    """``(levels, log_prob)`` of the exact law of ``r_n`` (cached): for a Markov
+    model :func:`asymalign.markov.reward_law`; for a memoryless one
+    :func:`asymalign.reward_law`, by the types method (exact multinomial sums
+    in NumPy, no compilation) when there are at most ``MAX_TYPES`` types, else
+    by its automatic choice (the lattice law for lattice rewards)."""
     m = plan.models[model]
-    key = (m.transition.tobytes(), m.p.tobytes(), m.r.tobytes(), m.transition.shape[0], n)
+    shape = m.transition.shape[0] if m.transition is not None else -1
+    tr = m.transition.tobytes() if m.transition is not None else b""
+    key = (tr, m.p.tobytes(), m.r.tobytes(), shape, n)
     if key not in _HOST_LAWS:
-        from asymalign import markov
+        if m.transition is None:
+            import asymalign as aa
 
-        law = markov.reward_law(markov.MarkovChain(m.transition, m.p), m.r, n)
+            k = m.p.size
+            method = "types" if math.comb(n + k - 1, k - 1) <= MAX_TYPES else "auto"
+            law = aa.reward_law(m.p, m.r, n, method=method)
+        else:
+            from asymalign import markov
+
+            law = markov.reward_law(markov.MarkovChain(m.transition, m.p), m.r, n)
         if len(_HOST_LAWS) > 4096:
             _HOST_LAWS.clear()
         _HOST_LAWS[key] = (np.asarray(law.levels, np.float64), np.asarray(law.log_prob, np.float64))
