@@ -14,9 +14,16 @@ of the mirrored law ``s -> -s``, with ``W_{WoN}(q) = 1 - W'_{BoN}(q')``.
 
 * Best-of-N: ``W`` is concave in ``q``; the maximiser under
   ``KL(q||P) <= Δ`` is the fixed point ``q = P e^{g(q)/β} / Z`` with ``β``
-  set by the budget. It is found by a damped fixed-point iteration on the
-  score: ``σ <- (σ + g(q))/2``, ``q = solve_level_tilt(P, σ, Δ)`` (each step
-  an exact 1-D root for the multiplier), to ``|Δq|_1 < 1e-13``.
+  set by the budget. It is found by Newton's method on the score,
+  ``σ = g(q(σ))`` with ``q(σ) ∝ P e^{λσ}`` at ``KL = Δ`` (a safeguarded,
+  warm-started Newton root for ``λ``): the Jacobian is
+  ``I + λ M D_q Π``, ``-∂g/∂q = M = L^T diag(m) L`` (``L`` the cumulative
+  sum, so two cumulative sums per product) and ``Π`` a projector, solved by
+  conjugate gradients in ``L²(q)``; steps are halved until they do not lower
+  ``W``; to ``|Δq|_1 <= 1e-13`` (3-5 steps per budget). The score is
+  ``g/N - g(top)/N``, a sum of positive terms in log space, accurate where
+  ``g/N`` rounds to 1. A batch of budgets over one law is solved in order of
+  increasing budget, each from the previous optimum (continuation).
 * Worst-of-N: ``W`` is convex; the undamped step ``q <- argmax_{KL<=Δ} <g(q), ·>``
   never decreases it (convexity), and it is run from many starts: the CTRL
   transforms (identity, exponential ``-e^{-tC}`` for several ``t``, power
@@ -165,17 +172,16 @@ def _prep(levels, log_ref, log_n) -> _Prep:
 
 
 def _evaluate(pre: _Prep, log_q):
-    r"""``(-h, W, m)`` at ``q`` from one pass of its tails.
+    r"""``(σ, W, m)`` at ``q`` from one pass of its tails: the score ``σ = g/N - g(K)/N``.
 
-    ``h = 1 - g/N``, the gradient's complement, summed by parts over the
-    distinct levels ``k`` (``K`` the top, ``b`` the mass of ``BoN(P)``,
-    ``A(k+) - A(k) = (b(k) + b(k+))/2``):
+    ``g`` summed by parts over the distinct levels ``k`` (``K`` the top,
+    ``b`` the mass of ``BoN(P)``, ``A(k+) - A(k) = (b(k) + b(k+))/2``):
 
-    .. math:: h(t) = \tfrac12 b(K) + \sum_{t <= k < K} \tfrac12\big(b(k) + b(k+)\big) Q(k)^{N-1},
+    .. math:: g(K)/N - g(t)/N = \sum_{t <= k < K} \tfrac12\big(b(k) + b(k+)\big) Q(k)^{N-1},
 
-    positive terms in log space, so ``h`` keeps its relative accuracy where
-    ``g/N`` rounds to 1 (the upper levels, where a large ``λ`` puts the mass);
-    ``-h`` is the score (the tilt ignores constants). Also
+    positive terms in log space: ``σ`` keeps its relative accuracy where
+    ``g/N`` rounds to 1 (the upper levels, where a large ``λ`` puts the mass)
+    and ``σ(K) = 0`` exactly (the tilt ignores the constant). Also
     ``W = win_rate(BoN(q), BoN(P))`` and the curvature weights
     ``m(k) = (N-1) (A(k+) - A(k)) Q(k)^{N-2}`` of
     ``-∂(g/N)/∂q = L^T diag(m) L`` (``L`` the cumulative sum; on ``Σ δq = 0``)."""
@@ -188,7 +194,7 @@ def _evaluate(pre: _Prep, log_q):
         has, jnp.where(pos, -jnp.exp(pre.log_nm1 + jnp.where(pos, tq.log_neg_log_f, 0.0)), -jnp.inf), 0.0
     )
     terms = jnp.where(seen, pre.log_c + log_pow, -jnp.inf)
-    log_h = jnp.logaddexp(_LOG_HALF + pre.ref_tails.log_pg[-1], _cum_logsumexp(terms, reverse=True)[pre.start])
+    log_h = _cum_logsumexp(terms, reverse=True)[pre.start]  # log(h - h(K))
     w = _win_from_tails(pre.ref_tails, _bon_from_tails(tq, log_q, pre.log_n))
     nm2 = jnp.exp(pre.log_n) - 2.0
     ok = has & seen & pos
@@ -265,6 +271,19 @@ def _tilt(log_p, score, delta, x0):
     return x, lam, jnp.where(jnp.isinf(lam), cond, log_q)
 
 
+def _projector(on, q, score):
+    """``Π``: the ``L²(q)``-orthogonal projector off ``span{1, σ - E_q σ}``."""
+    s = jnp.where(on, score - jnp.sum(q * score), 0.0)
+    var = jnp.sum(q * s * s)
+    inv_var = jnp.where(var > 0, 1.0 / jnp.where(var > 0, var, 1.0), 0.0)
+
+    def proj(v):
+        v = v - jnp.sum(q * v)
+        return jnp.where(on, v - s * (jnp.sum(q * s * v) * inv_var), 0.0)
+
+    return proj
+
+
 def _newton_direction(pre: _Prep, score, lam, log_q, g, m):
     """Newton step ``δσ`` for the fixed point ``σ = g(q(σ))`` (``q(σ)`` the tilt at budget Δ).
 
@@ -273,20 +292,15 @@ def _newton_direction(pre: _Prep, score, lam, log_q, g, m):
     ``∂q/∂σ = λ D_q Π`` and ``∂g/∂q = -M`` (:func:`_curvature`), so
     ``(I + λ M D_q Π) δσ = r``, ``r = g - σ``. Then ``y = Π δσ`` solves
     ``(I + Π λ M D_q) y = Π r``, an operator that is self-adjoint and ``>= I``
-    in ``L²(q)`` for concave ``W`` (conjugate gradients), and
+    in ``L²(q)`` for concave ``W`` (conjugate gradients, to a relative
+    residual ``min(1e-2, λ |Π r|_q)``: inexact Newton, still quadratic), and
     ``δσ = r - λ M D_q y``. ``d W/dt = λ <Π r, y>_q > 0`` along it: an ascent
     direction."""
     on = pre.log_ref > -jnp.inf
     q = jnp.where(on, jnp.exp(log_q), 0.0)
     lam = jnp.where(jnp.isfinite(lam), lam, 0.0)  # λ = inf: the plain fixed-point step
     r = jnp.where(on, g - score, 0.0)
-    s = jnp.where(on, score - jnp.sum(q * score), 0.0)
-    var = jnp.sum(q * s * s)
-    inv_var = jnp.where(var > 0, 1.0 / jnp.where(var > 0, var, 1.0), 0.0)
-
-    def proj(v):
-        v = v - jnp.sum(q * v)
-        return jnp.where(on, v - s * (jnp.sum(q * s * v) * inv_var), 0.0)
+    proj = _projector(on, q, score)
 
     def op(v):
         return v + proj(lam * _curvature(pre, m, q * v))
@@ -303,9 +317,13 @@ def _newton_direction(pre: _Prep, score, lam, log_q, g, m):
         rr_new = jnp.sum(q * res * res)
         return k + 1, y, res, res + (rr_new / jnp.where(rr > 0, rr, 1.0)) * p, rr_new
 
+    # Inexact Newton: relative residual <= min(1e-2, λ |Π r|_q) (λ |Π r|_q ~ the plain step's |Δq|),
+    # so the outer convergence stays quadratic; not below _CG_TOL.
+    tol = jnp.clip(lam * jnp.sqrt(bb), _CG_TOL, 1e-2)
+
     def cont(state):
         k, _, _, _, rr = state
-        return (k < _CG_ITERS) & (rr > _CG_TOL**2 * bb)
+        return (k < _CG_ITERS) & (rr > tol**2 * bb)
 
     _, y, _, _, _ = jax.lax.while_loop(cont, body, (0, jnp.zeros_like(b), b, b, bb))
     return r - lam * _curvature(pre, m, q * y)
@@ -315,21 +333,27 @@ def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
     """Maximise ``W`` (best-of-N, ``sign = 1``; ``sign = -1``: ``1 - W`` of the
     mirrored law, i.e. worst-of-N) on the KL sphere from ``score0``.
 
-    Steps ``σ <- σ + t d`` with ``d`` the Newton direction (:func:`_newton_direction`,
-    ``newton``, concave ``W``) or the fixed-point step ``d = g(q(σ)) - σ``; a
-    step is kept only if it does not lower ``W`` (else ``t`` is halved; a kept
-    step doubles it, up to 1); a full Newton step that moves ``q`` by
-    ``|Δq|_1 <= 1e-7`` is kept whatever the sign of its (rounding-level) change
-    of ``W``. For convex ``W`` the full fixed-point step
-    (``q <- argmax_{KL<=Δ} <g(q), ·>``) never lowers ``W``. Stops when a kept
-    step moves ``q`` by ``|Δq|_1 <= 1e-13``, or (Newton) when full steps stop
-    shrinking at the floor set by rounding (``< 1e-12``). Returns
-    ``(σ, x, log q, W, g, (steps, last |Δq|_1))``."""
+    Steps ``σ <- σ + t d``, ``t`` halved after a rejected step and doubled
+    (up to 1) after a kept one:
+
+    * ``newton`` (concave ``W``): ``d`` the Newton direction
+      (:func:`_newton_direction`), a step kept if it does not lower ``W``
+      (to ``1e-15``) or if it is a full step that moves ``q`` by
+      ``|Δq|_1 <= 1e-7`` (the quadratic regime, where ``W`` is flat to
+      rounding). Stops when a full (``t = 1``) step moves ``q`` by
+      ``|Δq|_1 <= 1e-13``, or when full steps stop shrinking at the floor set
+      by rounding (``< 1e-12``).
+    * else (convex ``W``): ``d = g(q(σ)) - σ``, kept only if it does not lower
+      ``W``: the full step (``q <- argmax_{KL<=Δ} <g(q), ·>``) never does.
+      Stops when a full step moves ``q`` by ``|Δq|_1 <= 1e-13``.
+
+    Returns ``(σ, x, λ, log q, W, g, (steps, last |Δq|_1))``."""
     on = pre.log_ref > -jnp.inf
 
-    def evaluate(log_q):
+    def evaluate(score, log_q):
         g, w, m = _evaluate(pre, log_q)
-        return sign * g, jnp.where(sign > 0, w, 1.0 - w), sign * m
+        g, w, m = sign * g, jnp.where(sign > 0, w, 1.0 - w), sign * m
+        return g, w, m, w
 
     def direction(score, lam, log_q, g, m):
         if not newton:
@@ -337,23 +361,25 @@ def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
         return _newton_direction(pre, score, lam, log_q, g, m)
 
     def step(state):
-        it, score, x, log_q, w, g, m, d, t, change, _ = state
+        it, score, x, lam, log_q, w, merit, g, m, d, t, change, _ = state
         cand = jnp.where(on, score + t * d, 0.0)
         x_c, lam_c, log_c = _tilt(pre.log_ref, cand, delta, x)
-        g_c, w_c, m_c = evaluate(log_c)
+        g_c, w_c, m_c, merit_c = evaluate(cand, log_c)
         move = jnp.sum(jnp.abs(jnp.exp(log_c) - jnp.exp(log_q)))
-        keep = w_c >= w - 1e-15
+        keep = merit_c >= merit - 1e-15
         if newton:  # a full Newton step this small is in the quadratic regime, where W is flat to rounding
             keep = keep | ((t == 1.0) & (move <= 1e-7))
         d_c = jax.lax.cond(keep, direction, lambda *_: d, cand, lam_c, log_c, g_c, m_c)
         stall = keep & (t == 1.0) & (move < 1e-12) & (move > 0.5 * change) if newton else False
-        done = (keep & (move <= _TOL)) | stall | (t < 1e-8)
+        done = (keep & (t == 1.0) & (move <= _TOL)) | stall | (t < 1e-8)
         new = (
             it + 1,
             jnp.where(keep, cand, score),
             jnp.where(keep, x_c, x),
+            jnp.where(keep, lam_c, lam),
             jnp.where(keep, log_c, log_q),
             jnp.where(keep, w_c, w),
+            jnp.where(keep, merit_c, merit),
             jnp.where(keep, g_c, g),
             jnp.where(keep, m_c, m),
             d_c,
@@ -368,12 +394,12 @@ def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
 
     score0 = jnp.where(on, score0, 0.0)
     x0, lam0, log_q0 = _tilt(pre.log_ref, score0, delta, x0)
-    g0, w0, m0 = evaluate(log_q0)
+    g0, w0, m0, merit0 = evaluate(score0, log_q0)
     d0 = direction(score0, lam0, log_q0, g0, m0)
     one = jnp.asarray(1.0, pre.log_ref.dtype)
-    state = (0, score0, x0, log_q0, w0, g0, m0, d0, one, one, jnp.isinf(lam0) | (delta <= 0))
-    it, score, x, log_q, w, g, _, _, _, change, _ = jax.lax.while_loop(cont, step, state)
-    return score, x, log_q, w, g, (it, change)
+    state = (0, score0, x0, lam0, log_q0, w0, merit0, g0, m0, d0, one, one, jnp.isinf(lam0) | (delta <= 0))
+    it, score, x, lam, log_q, w, _, g, _, _, _, change, _ = jax.lax.while_loop(cont, step, state)
+    return score, x, lam, log_q, w, g, (it, change)
 
 
 def _finish(pre: _Prep, delta, sign, x, log_q, w, g):
@@ -385,15 +411,20 @@ def _finish(pre: _Prep, delta, sign, x, log_q, w, g):
     return jnp.where(better, log_g, log_q), lam
 
 
-def _at_top(levels, log_ref, log_n, delta, worst: bool, log_q, lam):
-    """``(log q, β, W)``; ``Δ >= -log P(top)``: the top level itself is feasible and
+def _top_law(levels, log_ref, delta):
+    """``(at_top, log q)``: ``Δ >= -log P(top)``, where the top level itself is feasible and
     optimal for both decodings (there the gradient is flat and the iteration cannot see it)."""
-    beta = jnp.exp(log_n) / lam  # q ∝ P exp(g/β), g = N · (g/N): β = N / λ
     on = log_ref > -jnp.inf
     top = on & (levels == jnp.max(jnp.where(on, levels, -jnp.inf)))
     log_top = logsumexp(jnp.where(top, log_ref, -jnp.inf))
-    at_top = delta >= -log_top
-    log_q = jnp.where(at_top, jnp.where(top, log_ref - log_top, -jnp.inf), log_q)
+    return delta >= -log_top, jnp.where(top, log_ref - log_top, -jnp.inf)
+
+
+def _at_top(levels, log_ref, log_n, delta, worst: bool, log_q, lam):
+    """``(log q, β, W)`` with the top-level law where :func:`_top_law` applies."""
+    beta = jnp.exp(log_n) / lam  # q ∝ P exp(g/β), g = N · (g/N): β = N / λ
+    at_top, log_top = _top_law(levels, log_ref, delta)
+    log_q = jnp.where(at_top, log_top, log_q)
     return log_q, jnp.where(at_top, 0.0, beta), _inference_win(levels, log_q, log_ref, log_n, worst)
 
 
@@ -414,7 +445,7 @@ def _worst_1d(levels, log_ref, log_n, delta):
     x0 = jnp.asarray(jnp.nan, log_ref.dtype)
 
     def one(s):
-        _, x, log_q, w, g, _ = _solve_from(pre, delta, -1.0, s, x0, newton=False)
+        _, x, _, log_q, w, g, _ = _solve_from(pre, delta, -1.0, s, x0, newton=False)
         return x, log_q, w, g
 
     x, log_q, w, g = jax.vmap(one)(starts)
@@ -451,20 +482,29 @@ def _best_batch(levels, log_ref, log_n, delta):
     warm = jnp.concatenate([jnp.zeros((1,), bool), run[order][1:] == run[order][:-1]])
 
     def solve(carry, item):
-        score_prev, x_prev = carry
-        i, w_ok = item
+        score_prev, x_prev, pre_prev, valid = carry
+        i, same_law = item
         lv, lr, ln, d = levels[i], log_ref[i], log_n[i], delta[i]
-        pre = _prep(lv, lr, ln)
-        score0 = jnp.where(w_ok, score_prev, -_co_calibrated(lv, lr))
+        pre = jax.lax.cond(same_law, lambda: pre_prev, lambda: _prep(lv, lr, ln))
+        w_ok = same_law & valid  # a previous optimum of this law to start from
+        score0 = jax.lax.cond(w_ok, lambda: score_prev, lambda: -_co_calibrated(lv, lr))
         x0 = jnp.where(w_ok, x_prev, jnp.nan)
-        score, x, log_q, w, g, info = _solve_from(pre, d, 1.0, score0, x0, newton=True)
-        log_q, lam = _finish(pre, d, 1.0, x, log_q, w, g)
-        log_q, beta, win = _at_top(lv, lr, ln, d, False, log_q, lam)
+        score, x, lam, log_q, w, _, info = _solve_from(pre, d, 1.0, score0, x0, newton=True)
+        # at convergence σ = g(q) to the last step: β = N / λ of the final tilt
+        beta = jnp.exp(ln) / lam
+        at_top, log_top = _top_law(lv, lr, d)
+        log_q, beta, win = jax.lax.cond(
+            at_top,
+            lambda: (log_top, jnp.zeros_like(beta), _inference_win(lv, log_top, lr, ln, False)),
+            lambda: (log_q, beta, w),
+        )
         # an edge budget (Δ = 0 or the top level) leaves no useful score: keep the previous one
         useful = jnp.isfinite(beta) & (beta > 0)
-        return (jnp.where(useful, score, score_prev), jnp.where(useful, x, x_prev)), (log_q, beta, win, info)
+        carry = (jnp.where(useful, score, score_prev), jnp.where(useful, x, x_prev), pre, useful | w_ok)
+        return carry, (log_q, beta, win, info)
 
-    init = (jnp.zeros_like(levels[0]), jnp.asarray(jnp.nan, log_ref.dtype))
+    pre0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(_prep, levels[0], log_ref[0], log_n[0]))
+    init = (jnp.zeros_like(levels[0]), jnp.asarray(jnp.nan, log_ref.dtype), pre0, jnp.asarray(False))
     _, out = jax.lax.scan(solve, init, (order, warm))
     back = jnp.argsort(order)
     return jax.tree.map(lambda a: a[back], out)
@@ -478,7 +518,8 @@ def infalign_optimum(
     .. math:: q^* = \arg\max_q\ W_T(q) \quad \text{s.t.} \quad KL(q \| P) \le Δ,
               \qquad q^* ∝ P \exp(g(q^*) / β),\ g = ∂W_T/∂q,
 
-    ``T`` best-of-N (``W_T`` concave: unique optimum, damped fixed point) or
+    ``T`` best-of-N (``W_T`` concave: unique optimum, Newton's method on the
+    fixed point, the budgets of a batch solved by continuation) or
     worst-of-N (convex: best of many monotone ascents, see the module
     docstring). By data processing (§10) the optimum over all policies on
     ``p^n`` is this level policy. Balashankar et al. (2025), "InfAlign:

@@ -136,3 +136,87 @@ def test_transformed_reward_values_and_bad_input():
         aa.infalign_optimum(ref, -1.0, 0.1)
     with pytest.raises(ValueError, match="^ref"):
         aa.infalign_optimum(ref.log_prob, LOG4, 0.1)
+
+
+def _slsqp_optimum(P, levels_n, delta):
+    """Independent reference: SciPy SLSQP on q itself (simplex, KL(q||P) <= Δ) with the §11 best-of-N
+    W and its gradient written out in NumPy, best of three starts."""
+    from scipy.optimize import minimize
+
+    F = np.cumsum(P)
+    A = (F**levels_n + (F - P) ** levels_n) / 2
+
+    def w(q):
+        Q = np.cumsum(q)
+        return np.sum((Q**levels_n - (Q - q) ** levels_n) * A)
+
+    def grad(q):
+        Q = np.cumsum(q)
+        d = A * (Q ** (levels_n - 1) - (Q - q) ** (levels_n - 1))
+        return levels_n * (A * Q ** (levels_n - 1) + np.concatenate([np.cumsum(d[::-1])[::-1][1:], [0.0]]))
+
+    def kl(q):
+        return np.sum(q * np.log(q / P))
+
+    cons = [
+        {"type": "eq", "fun": lambda q: np.sum(q) - 1.0, "jac": lambda q: np.ones_like(q)},
+        {"type": "ineq", "fun": lambda q: delta - kl(q), "jac": lambda q: -(np.log(q / P) + 1.0)},
+    ]
+    best = None
+    for start in (P, P[::-1], np.full(P.size, 1.0 / P.size)):
+        r = minimize(
+            lambda q: -w(q),
+            start,
+            jac=lambda q: -grad(q),
+            method="SLSQP",
+            bounds=[(1e-300, 1.0)] * P.size,
+            constraints=cons,
+            options={"ftol": 1e-16, "maxiter": 1000},
+        )
+        if best is None or -r.fun > -best.fun:
+            best = r
+    return best.x, -best.fun, kl(best.x), w
+
+
+def test_best_of_n_matches_slsqp_and_the_edge_limits():
+    """The Newton solver against SciPy SLSQP (4 levels) at budgets from 0 to beyond -log P(top), given
+    unsorted with a repeat (continuation over sorted budgets must not change any answer), plus the exact
+    limits: Δ = 0 (q = P, W = 1/2), tiny Δ (W - 1/2 = sqrt(2 Δ Var_P g(P)) + O(Δ)), Δ >= -log P(top)
+    (the top level: W = 1 - (1 - F(top-)^N)/2)."""
+    P = np.array([0.4, 0.3, 0.2, 0.1])
+    ref = aa.reward_law(P, [0.0, 1.0, 2.0, 3.0], 1)
+    top = -math.log(P[-1])
+    deltas = np.array(
+        [0.5, 0.0, top + 1.0, 1e-10, 0.05, 0.99 * top, 1e-4, 1.5, 0.5, top * (1 - 1e-6), top * (1 - 1e-3), top]
+    )
+    opt = aa.infalign_optimum(ref, LOG4, jnp.asarray(deltas))
+    w_aa, q_aa = np.asarray(opt.win_rate), np.asarray(opt.law.prob)
+    kls = np.asarray(aa.law_kl(opt.law, ref))
+    for i, d in enumerate(deltas):
+        single = aa.infalign_optimum(ref, LOG4, float(d))  # alone: a cold start
+        assert abs(float(single.win_rate) - w_aa[i]) <= 1e-14, d
+        np.testing.assert_allclose(np.asarray(single.law.prob), q_aa[i], rtol=0, atol=1e-11)
+        if d == 0.0:
+            np.testing.assert_allclose(q_aa[i], P, rtol=1e-14)
+            assert w_aa[i] == pytest.approx(0.5, abs=1e-15)
+            assert np.isinf(float(opt.beta[i]))
+            continue
+        if d >= top:
+            assert q_aa[i, -1] == 1.0 and float(opt.beta[i]) == 0.0
+            assert w_aa[i] == pytest.approx(1 - (1 - (1 - P[-1]) ** 4) / 2, abs=1e-15)
+            continue
+        if d < 1e-6:  # tiny Δ: KL itself is resolved only to ~1e-16 absolute; the first-order optimum
+            F = np.cumsum(P)
+            g0 = np.asarray(jax.grad(w_direct)(jnp.asarray(P), (F, F - P), 4.0, False))
+            var = P @ (g0 - P @ g0) ** 2
+            assert w_aa[i] - 0.5 == pytest.approx(math.sqrt(2 * d * var), rel=1e-4)
+            assert kls[i] == pytest.approx(d, abs=1e-15)
+            continue
+        assert kls[i] == pytest.approx(d, rel=1e-9)  # the budget binds
+        q_ref, w_ref, kl_ref, w_np = _slsqp_optimum(P, 4.0, d)
+        assert kl_ref <= d * (1 + 1e-9)  # the reference is feasible to rounding ...
+        # ... so it cannot beat the optimum (both W by the same NumPy formula) by more than its
+        # KL excess is worth (dW*/dΔ = β)
+        assert w_np(q_aa[i]) >= w_ref - float(opt.beta[i]) * max(kl_ref - d, 0.0) - 4e-15  # rounding
+        assert w_np(q_aa[i]) == pytest.approx(w_aa[i], abs=1e-14)  # the two W formulas, rounding
+        assert w_aa[i] <= w_ref + 1e-11, (d, w_aa[i] - w_ref)  # SLSQP resolves W to ~1e-11
