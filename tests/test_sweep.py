@@ -62,10 +62,9 @@ delta = [0.0, 0.1, 0.3, 5.0]
 n = [4]
 x_relative = [0.0, 0.3, 0.7]
 """
-# Three static-shape groups (k = 2, lattice law for both rewards; k = 3,
-# lattice law for linear and types law for random rewards) of 2, 3 and 3
-# (reference, reward, n) units of 12 points; two units per chunk: 5 chunks,
-# the last of two groups short (so padding to the device count is exercised).
+# Eight (reference, reward, n) units of 12 points, all built-in quantities: one
+# fused group (alphabets padded to k = 4, laws from the host padded to 64
+# levels, n traced), so one compilation; two units per chunk: 4 chunks.
 CHUNK = "24"
 NUM_POINTS = 8 * 4 * 3
 
@@ -131,8 +130,53 @@ def _assert_same(a, b, tol=0.0):
 @pytest.fixture(scope="module")
 def reference_run(work):
     out = work / "ref"
-    _run(work, out)
+    proc = _run(work, out, JAX_LOG_COMPILES="1")
+    (work / "ref-stderr.txt").write_text(proc.stderr)
     return out
+
+
+def test_reference_run_compiles_once(work, reference_run):
+    """The whole memoryless sweep (k = 2 and k = 3, lattice and types laws) is
+    one executable; an unfused plan of the same config has three groups."""
+    log = (work / "ref-stderr.txt").read_text()
+    assert log.count("Compiling jit(_unit_fn)") == 1, log[-3000:]
+    cfg = sweep.load_config(work / "t.toml")
+    plan = sweep.make_plan(cfg, int(CHUNK))
+    assert [key for key, _ in plan.groups] == [sweep.plan.GroupKey("iid", 4, "host", None, 64)]
+    assert len(plan.chunks) == 4
+
+
+def test_plan_fuses_only_padded_safe_quantities(tmp_path):
+    example = sweep.load_config(ROOT / "experiments" / "sweeps" / "example.toml")
+    assert sweep.plan.fused(example)
+    plan = sweep.make_plan(example, 256)
+    # Bernoulli (k = 2) and k = 4 models, n = 8 and 32, lattice and types laws: one group.
+    assert [key for key, _ in plan.groups] == [sweep.plan.GroupKey("iid", 4, "host", None, 8192)]
+    # A quantity outside PADDED_SAFE (here a user's function) gets the static
+    # groups: (kind, k, law method, n).
+    text = (ROOT / "experiments" / "sweeps" / "example.toml").read_text()
+    path = tmp_path / "user.toml"
+    path.write_text(text.replace('"rate_function",\n]', '"rate_function", "math:fabs",\n]'))
+    user = sweep.load_config(path)
+    assert user.columns[-1] == "fabs" and not sweep.plan.fused(user)
+    keys = [key for key, _ in sweep.make_plan(user, 256).groups]
+    assert [(k.k, k.method, k.n) for k in keys] == [
+        (2, "lattice", 8),
+        (2, "lattice", 32),
+        (4, "lattice", 8),
+        (4, "lattice", 32),
+        (4, "types", 8),
+        (4, "types", 32),
+    ]
+
+
+def test_law_buckets():
+    """Laws share the longest bucket when that costs little, else keep their own."""
+    lb = sweep.plan._law_buckets
+    assert lb([9, 33, 6545], 4) == [8192] * 3
+    assert lb([1, 64, 65], 1) == [128] * 3
+    many = [9] * 2000 + [100_000]
+    assert lb(many, 20) == [64] * 2000 + [131072]
 
 
 def test_single_device_run(reference_run):

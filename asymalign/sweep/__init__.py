@@ -30,8 +30,13 @@ Engine
 * The grid is flattened into *units* ``(model, n)``; a unit carries all its
   ``Δ`` and ``x`` values (``λ*`` and the exact law of ``r_n`` are computed
   once per unit and shared by every quantity and every ``Δ``). Units are
-  grouped by what fixes static shapes (reference kind, alphabet size ``k``,
-  law method — lattice, types or Markov — and ``n`` when a quantity needs it).
+  grouped by what fixes static shapes, one compilation per group. With only
+  built-in quantities, memoryless units are fused: alphabets padded with
+  zero-probability letters to one power-of-two ``k``, ``n`` traced, the exact
+  law built on the host (:func:`asymalign.reward_law`) and padded to a
+  power-of-two length, so a small sweep is one group (``example.toml``: one
+  compilation). Otherwise the key is (reference kind, alphabet size ``k``, law
+  method — lattice, types or Markov — and ``n`` when a quantity needs it).
 * Each group is cut into chunks of about ``chunk_size`` grid points; a chunk
   is padded to a multiple of the global device count and evaluated by one
   jitted, vmapped function whose inputs carry a

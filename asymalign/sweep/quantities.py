@@ -80,7 +80,8 @@ class Quantity:
       name: the column name in the results.
       impls: reference kind (``"iid"``, ``"markov"``) -> per-unit function.
       axes: grid axes the quantity needs (subset of ``("delta", "n", "x")``);
-        ``"n"`` makes ``n`` a static Python int of the unit.
+        ``"n"`` makes ``n`` a static Python int of the unit (a traced
+        integer when every requested quantity is in :data:`PADDED_SAFE`).
       description: one line, recorded in ``meta.json``.
       exact_law: whether it uses :attr:`SweepUnit.law` (the exact law of
         ``r_n``), so the config is checked for laws that are too large.

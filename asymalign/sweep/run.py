@@ -158,8 +158,9 @@ def host_law(plan: Plan, model: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(levels, log_prob)`` of the exact law of ``r_n`` (cached): for a Markov
     model :func:`asymalign.markov.reward_law`; for a memoryless one
     :func:`asymalign.reward_law`, by the types method (exact multinomial sums
-    in NumPy, no compilation) when there are at most ``MAX_TYPES`` types, else
-    by its automatic choice (the lattice law for lattice rewards)."""
+    in NumPy, no compilation) when the push-forward law has at most
+    ``MAX_TYPES`` types, else by its automatic choice (the lattice law for
+    lattice rewards)."""
     m = plan.models[model]
     shape = m.transition.shape[0] if m.transition is not None else -1
     tr = m.transition.tobytes() if m.transition is not None else b""
@@ -167,10 +168,15 @@ def host_law(plan: Plan, model: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     if key not in _HOST_LAWS:
         if m.transition is None:
             import asymalign as aa
+            from asymalign.sequence_laws import _types_law_host, pushforward
 
-            k = m.p.size
-            method = "types" if math.comb(n + k - 1, k - 1) <= MAX_TYPES else "auto"
-            law = aa.reward_law(m.p, m.r, n, method=method)
+            values, weights = pushforward(m.p, m.r)
+            if math.comb(n + values.size - 1, values.size - 1) <= MAX_TYPES:
+                # reward_law(method="types") without its lattice detection and device transfer
+                levels, logp = _types_law_host(values, weights, n)
+                law = aa.RewardLaw(levels, logp - np.logaddexp.reduce(logp), n)
+            else:
+                law = aa.reward_law(m.p, m.r, n)
         else:
             from asymalign import markov
 
