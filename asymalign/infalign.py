@@ -48,14 +48,10 @@ from . import _numerics as nx
 from ._level_base import _check_law, _check_log_n, _like
 from ._level_kernels import (
     _LOG_HALF,
-    _bon_from_tails,
     _bon_log_law,
     _broadcast,
-    _cum_logsumexp,
     _pad,
-    _Tails,
     _tails,
-    _win_from_tails,
 )
 from ._validate import check_nonneg, check_real
 from .level_measures import _calibrated, _inference_win, calibrated_reward
@@ -146,18 +142,18 @@ class _Prep(NamedTuple):
     log_ref: jax.Array
     log_n: jax.Array
     log_nm1: jax.Array  # log(N - 1)
-    a: jax.Array  # A(s) = calibrated_reward(BoN(P)), per entry
-    ref_tails: _Tails  # tails of BoN(P), for W
+    log_win_w: jax.Array  # log A(s), A = calibrated_reward(BoN(P)), per entry: W = Σ_s B_q(s) A(s)
+    log_loss_w: jax.Array  # log(1 - A(s)): 1 - W = Σ_s B_q(s) (1 - A(s))
     log_c: jax.Array  # log(A(s+) - A(s)) on the last entry of each non-top tie group, else -inf
     start: jax.Array  # first index of each entry's tie group
     end: jax.Array  # one past its last index
     last: jax.Array  # last entry of its tie group
+    single: jax.Array  # a tie group of one entry
 
 
 def _prep(levels, log_ref, log_n) -> _Prep:
     length = levels.shape[-1]
     rt = _tails(levels, _bon_log_law(levels, log_ref, log_n))
-    a = jnp.exp(rt.log_f_prev) + 0.5 * jnp.exp(rt.log_pg)  # = _calibrated(levels, BoN(P))
     idx = jnp.arange(length)
     differs = levels[1:] != levels[:-1]
     first = jnp.concatenate([jnp.ones((1,), bool), differs])
@@ -168,39 +164,58 @@ def _prep(levels, log_ref, log_n) -> _Prep:
     pg_next = jnp.concatenate([rt.log_pg, jnp.full((1,), -jnp.inf, rt.log_pg.dtype)])[end]
     log_c = jnp.where(last & (end < length), _LOG_HALF + jnp.logaddexp(rt.log_pg, pg_next), -jnp.inf)
     log_nm1 = log_n + nx.log1mexp(-log_n)
-    return _Prep(levels, log_ref, log_n, log_nm1, a, rt, log_c, start, end, last)
+    half_b = rt.log_pg + _LOG_HALF
+    log_win_w = jnp.logaddexp(rt.log_f_prev, half_b)
+    log_loss_w = jnp.logaddexp(rt.log_s, half_b)
+    return _Prep(levels, log_ref, log_n, log_nm1, log_win_w, log_loss_w, log_c, start, end, last, end - start == 1)
 
 
 def _evaluate(pre: _Prep, log_q):
-    r"""``(σ, W, m)`` at ``q`` from one pass of its tails: the score ``σ = g/N - g(K)/N``.
+    r"""``(σ, W, m)`` at ``q``: the score ``σ = g/N - g(K)/N``, the win rate, the curvature.
 
     ``g`` summed by parts over the distinct levels ``k`` (``K`` the top,
     ``b`` the mass of ``BoN(P)``, ``A(k+) - A(k) = (b(k) + b(k+))/2``):
 
     .. math:: g(K)/N - g(t)/N = \sum_{t <= k < K} \tfrac12\big(b(k) + b(k+)\big) Q(k)^{N-1},
 
-    positive terms in log space: ``σ`` keeps its relative accuracy where
-    ``g/N`` rounds to 1 (the upper levels, where a large ``λ`` puts the mass)
-    and ``σ(K) = 0`` exactly (the tilt ignores the constant). Also
-    ``W = win_rate(BoN(q), BoN(P))`` and the curvature weights
-    ``m(k) = (N-1) (A(k+) - A(k)) Q(k)^{N-2}`` of
-    ``-∂(g/N)/∂q = L^T diag(m) L`` (``L`` the cumulative sum; on ``Σ δq = 0``)."""
-    tq = _tails(pre.levels, log_q)
-    log_f = -jnp.exp(tq.log_neg_log_f)  # log Q(k) (-inf where Q(k) = 0)
-    seen = pre.log_c > -jnp.inf
+    a cumulative sum of positive terms: ``σ`` keeps its relative accuracy
+    where ``g/N`` rounds to 1 (the upper levels, where a large ``λ`` puts the
+    mass) and ``σ(K) = 0`` exactly (the tilt ignores the constant).
+    ``Q(k)`` from the cumulative sums of ``q`` from below and above
+    (``log Q = log1p(-S)`` where ``S = 1 - Q < 1/2``); ``W = Σ_k B_q(k) A(k)``
+    (or ``1 -`` the loss, whichever is accurate) with the best-of-N masses
+    ``B_q(k) = Q(k)^N (1 - e^{-N D})``, ``D = log1p(q(k) / Q(k-))``; and the
+    curvature weights ``m(k) = (N-1) (A(k+) - A(k)) Q(k)^{N-2}`` of
+    ``-∂(g/N)/∂q = L^T diag(m) L`` (``L`` the cumulative sum; on ``Σ δq = 0``).
+    Mass below ``1e-308`` per level is dropped (it moves none of these)."""
+    q = jnp.exp(log_q)
+    zero = jnp.zeros((1,), q.dtype)
+    below = jnp.concatenate([zero, jnp.cumsum(q)])  # below[i] = Σ_{j<i} q
+    above = jnp.concatenate([jnp.cumsum(q[::-1])[::-1], zero])  # above[i] = Σ_{j>=i} q
+    f, f_prev, s = below[pre.end], below[pre.start], above[pre.end]  # Q(k), Q(k-), 1 - Q(k)
+    group = jnp.where(pre.single, q, jnp.where(s < 0.5, above[pre.start] - s, f - f_prev))
+    upper = s < 0.5
+    log_f = jnp.where(upper, jnp.log1p(-jnp.where(upper, s, 0.0)), jnp.log(f))  # -inf where Q(k) = 0
+    pos = f > 0
+    big_n = jnp.exp(pre.log_n)
+    lf = jnp.where(pos, log_f, 0.0)
+    # best-of-N masses of q, per tie group (read on the group's last entry)
+    d = jnp.log1p(group / jnp.where(f_prev > 0, f_prev, 1.0))
+    log_b = big_n * lf + jnp.log(-jnp.expm1(-big_n * d))
+    log_b = jnp.where(pos & (group > 0), jnp.where(f_prev > 0, log_b, big_n * lf), -jnp.inf)
+    log_b = jnp.where(pre.last, log_b, -jnp.inf)
+    log_win = logsumexp(log_b + pre.log_win_w)
+    log_loss = logsumexp(log_b + pre.log_loss_w)
+    w = jnp.where(log_loss < _LOG_HALF, -jnp.expm1(log_loss), jnp.exp(log_win))
     has = pre.log_nm1 > -jnp.inf  # N > 1 (N = 1: W = Σ q A is linear, Q^0 = 1)
-    pos = log_f > -jnp.inf
-    log_pow = jnp.where(
-        has, jnp.where(pos, -jnp.exp(pre.log_nm1 + jnp.where(pos, tq.log_neg_log_f, 0.0)), -jnp.inf), 0.0
-    )
-    terms = jnp.where(seen, pre.log_c + log_pow, -jnp.inf)
-    log_h = _cum_logsumexp(terms, reverse=True)[pre.start]  # log(h - h(K))
-    w = _win_from_tails(pre.ref_tails, _bon_from_tails(tq, log_q, pre.log_n))
-    nm2 = jnp.exp(pre.log_n) - 2.0
+    seen = pre.log_c > -jnp.inf
+    n_pow = jnp.where(has, jnp.exp(pre.log_nm1) * lf, 0.0)  # (N-1) log Q(k)
+    terms = jnp.where(seen & (pos | ~has), jnp.exp(pre.log_c + n_pow), 0.0)
+    h = jnp.cumsum(terms[::-1])[::-1][pre.start]  # g(K)/N - g/N
     ok = has & seen & pos
-    log_m = pre.log_nm1 + pre.log_c + nm2 * jnp.where(ok, log_f, 0.0)
+    log_m = pre.log_nm1 + pre.log_c + (big_n - 2.0) * lf
     m = jnp.where(ok, jnp.exp(jnp.minimum(log_m, 700.0)), 0.0)
-    return -jnp.exp(log_h), w, m
+    return -h, w, m
 
 
 def _curvature(pre: _Prep, m, dq):
