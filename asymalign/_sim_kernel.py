@@ -222,6 +222,28 @@ def _group_tables(alias, r, g, n, *, group):
     return [tables(v) for v in ((r,) if g is None else (r, g))]
 
 
+def _group_tables_host(alias, r, g, n: int, group: int):
+    """:func:`_group_tables` in NumPy for concrete inputs (no compilation): the
+    same gathers and left-to-right float sums in the same dtype, so the same
+    tables bit for bit."""
+    alias = np.asarray(alias)
+    k, m, size = r.shape[0], group, alias.shape[0]
+    rest = n - (-(-n // m) - 1) * m
+    cell = np.arange(size)
+
+    def tables(v):
+        v = np.asarray(v)
+        full = v[(cell // k ** (m - 1)) % k]
+        for j in range(1, m):
+            full = full + v[(cell // k ** (m - 1 - j)) % k]
+        part = v[(cell // k ** (m - 1)) % k]
+        for j in range(1, rest):
+            part = part + v[(cell // k ** (m - 1 - j)) % k]
+        return (full, full[alias]), (part, part[alias])
+
+    return jax.device_put([tables(v) for v in ((r,) if g is None else (r, g))])
+
+
 def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs=None):
     """As :func:`_block_drawer`, with ``n`` and the block size ``block`` traced
     and static padded sizes ``shape``: ``draw(block_key) -> (r_n, G_n or None,

@@ -64,6 +64,7 @@ from ._sim_kernel import (
     _DEFAULT_CHUNK,
     _draws,
     _group_tables,
+    _group_tables_host,
     _plan,
     _poisson_bucket,
     _samples_plan,
@@ -184,7 +185,13 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
         # n and N traced: one compilation per bucket of n and of N (issue 11).
         shape, plan = traced
         sizes = (np.int32(n), np.int32(min(sizing, 2**30) if poisson else num_samples))
-        tables = _group_tables(sampler.alias, r, g, sizes[0], group=group) if group else None
+        tables = None
+        if group:
+            tables = (
+                _group_tables_host(sampler.alias, r, g, n, group)
+                if is_concrete(sampler.alias, r, g)
+                else _group_tables(sampler.alias, r, g, sizes[0], group=group)
+            )
         rewards, tokens, gold, counts = _simulate(
             key, sampler, r, g, mean, temperature, n=0, num_samples=0, num_trials=num_trials, plan=plan,
             samples=samples, shape=shape, sizes=sizes, tables=tables, **kw
