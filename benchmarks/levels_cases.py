@@ -161,18 +161,25 @@ def np_infalign(log_p, log_n, deltas, tol=1e-13, max_iter=100):
         log_c = np.concatenate([half + np.logaddexp(lb[:-1], lb[1:]), ninf])  # A(k+1) - A(k)
         score0 = np.where(on, -np.exp(np.logaddexp(ls_p, log_p + half)), 0.0)  # -(1 - C)
 
-    @np.errstate(divide="ignore", invalid="ignore", over="ignore")
-    def evaluate(lq):  # (g/N - g(K)/N, W, m)
-        lf, _ = cdf(lq)
-        lbq = bon(lq, lf, big_n)
+    @np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
+    def evaluate(lq):  # (g/N - g(K)/N, W, m), from linear cumulative sums of q (as asymalign)
+        q = np.exp(lq)
+        f = np.cumsum(q)
+        s = np.concatenate([np.cumsum(q[::-1])[::-1][1:], [0.0]])  # 1 - Q(k)
+        f_prev = np.concatenate([[0.0], f[:-1]])
+        pos = f > 0
+        lf = np.where(s < 0.5, np.log1p(-s), np.log(np.where(pos, f, 1.0)))
+        lf = np.where(pos, lf, 0.0)
+        d = np.log1p(q / np.where(f_prev > 0, f_prev, 1.0))
+        lbq = np.where(f_prev > 0, big_n * lf + np.log(-np.expm1(-big_n * d)), big_n * lf)
+        lbq = np.where(pos & (q > 0), lbq, -np.inf)
         loss = np.exp(_lse(lbq + log_loss_w))
         w = 1.0 - loss if loss < 0.5 else np.exp(_lse(lbq + log_win_w))
-        pos = lf > -np.inf
-        lpow = np.where(pos, (big_n - 1.0) * np.where(pos, lf, 0.0), -np.inf) if big_n > 1 else np.zeros_like(lf)
-        log_h = np.logaddexp.accumulate((log_c + lpow)[::-1])[::-1]  # log(g(K)/N - g/N)
+        n_pow = (big_n - 1.0) * lf
+        h = np.cumsum(np.where(pos | (big_n == 1), np.exp(log_c + n_pow), 0.0)[::-1])[::-1]
         ok = pos & (log_c > -np.inf) & (big_n > 1)
-        m = np.where(ok, (big_n - 1.0) * np.exp(np.minimum(log_c + (big_n - 2.0) * np.where(ok, lf, 0.0), 700)), 0.0)
-        return np.where(on, -np.exp(log_h), 0.0), w, m
+        m = np.where(ok, (big_n - 1.0) * np.exp(np.minimum(log_c + (big_n - 2.0) * lf, 700)), 0.0)
+        return np.where(on, -h, 0.0), w, m
 
     def curvature(m, dq):
         return np.cumsum((m * np.cumsum(dq))[::-1])[::-1]
