@@ -282,3 +282,49 @@ def test_claim_markov_limits(quick_run):
             ok = np.isfinite(lp) & (lp > -600)
             brute = np.log(np.sum(np.exp(lp[ok] + (alpha - 1) * lq[ok]))) / (1 - alpha) / k
             assert abs(h[list(ns).index(k)] - brute) < 1e-10, (alpha, k)
+
+
+# ---------------------------------------------------------------------------
+# issue 11: the hot paths of the goodhart and markov experiments share compilations across model sizes
+# ---------------------------------------------------------------------------
+
+
+def test_goodhart_and_markov_paths_compile_once_for_models_of_several_sizes():
+    import asymalign as aa
+    from asymalign import markov as mk
+    from asymalign._compile_cache import CompileCounter
+
+    rng = np.random.default_rng(0)
+    lam = np.linspace(0.0, 3.0, 24)
+    models = [(rng.dirichlet(np.ones(k)), np.arange(k, dtype=float), rng.normal(size=k)) for k in (3, 5, 9)]
+    golds = [aa.gold_given_level(p, r, g, 4) for p, r, g in models]  # reward_law's kernels are not counted here
+
+    def goodhart_calls(i):
+        p, r, g = models[i]
+        gold = np.asarray(aa.tilt_gold(p, r, g, lam, n=4))
+        peak = aa.goodhart_peak(p, r, g, n=4)
+        law = golds[i].law
+        q = aa.RewardLaw(law.levels, law.log_prob, law.n, law.fingerprint)
+        assert np.isfinite(float(aa.gold_reward(q, golds[i]).mean)) and float(peak.lam) >= 0  # inf: no peak
+        d = np.sqrt(lam)
+        assert np.isfinite(float(aa.fit_gao(d, gold - gold[0], form="rl").rms))
+
+    def chain(k):
+        P = rng.dirichlet(np.ones(k), size=k)
+        return mk.MarkovChain(P, np.full(k, 1.0 / k)), np.arange(k, dtype=float)
+
+    def markov_calls(k, n):
+        ch, r = chain(k)
+        assert np.isfinite(float(mk.solve_lambda(ch, r, 0.05)))
+        sol = mk.kl_rl(ch, r, n, 0.05)
+        assert sol.transitions.shape == (n - 1, k, k) and sol.initial.shape == (k,)
+        assert np.all(np.isfinite(np.asarray(sol.transitions)))
+
+    goodhart_calls(0)
+    markov_calls(2, 8)
+    with CompileCounter() as c:  # other alphabet sizes, other n: padded to the same buckets
+        goodhart_calls(1)
+        goodhart_calls(2)
+        markov_calls(3, 32)
+        markov_calls(4, 100)
+    assert c.count == 0, c
