@@ -135,6 +135,22 @@ def test_user_quantity_from_module(small_run, user_module):
     assert meta["quantities"]["bon_mean_user"].startswith("E[r_n]/n under best-of-N")
 
 
+def test_fused_run_equals_static_groups(tmp_path, small_run, user_module):
+    """Built-in quantities alone run fused (alphabets padded with p = 0 letters
+    to k = 4, n traced, host laws: one group); next to a user quantity they run
+    in the static (k, law method, n) groups. Both give the same numbers."""
+    out, _ = small_run
+    builtin = ["lambda_star", "bon_reward", "bon_win_rate", "rate_function"]
+    cfg = _cfg(builtin)
+    assert [key for key, _ in sweep.make_plan(cfg, 256).groups] == [sweep.plan.GroupKey("iid", 4, "host", None, 64)]
+    static = [(k.k, k.method, k.n) for k, _ in sweep.make_plan(_user_cfg(user_module), 256).groups]
+    assert static == [(2, "lattice", 3), (3, "lattice", 3)]
+    sweep.run_sweep(cfg, tmp_path / "fused", progress=False, compile_cache=False)
+    fused, ref = sweep.read_results(tmp_path / "fused"), sweep.read_results(out)
+    for q in builtin:
+        np.testing.assert_allclose(fused[q], ref[q], rtol=1e-12, atol=1e-14, err_msg=q)
+
+
 def test_register_quantity(tmp_path):
     import jax.numpy as jnp
 
