@@ -301,9 +301,14 @@ def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs
         final = lookup(row(w, rows - 1), True)
         acc = [jnp.where(rows == 1, f, x) for f, x in zip(final, lookup(row(w, 0), False), strict=True)]
         # Strictly left to right over the sequence's units, as _block_drawer.
-        if shape.rows <= _UNROLL_ROWS:  # few rows: unrolled and masked (fuses)
+        if shape.rows <= _UNROLL_ROWS:  # few rows: unrolled, rows >= G skipped (measured faster than a loop)
             for t in range(1, shape.rows - 1):
-                acc = [jnp.where(t < rows - 1, a + x, a) for a, x in zip(acc, lookup(row(w, t), False), strict=True)]
+                acc = jax.lax.cond(
+                    t < rows - 1,
+                    lambda acc, t=t: [a + x for a, x in zip(acc, lookup(row(w, t), False), strict=True)],
+                    lambda acc: acc,
+                    acc,
+                )
         else:
             body = lambda t, acc: [a + x for a, x in zip(acc, lookup(row(w, t), False), strict=True)]  # noqa: E731
             acc = jax.lax.fori_loop(1, rows - 1, body, acc)

@@ -84,9 +84,6 @@ __all__ = [
 
 _ = _group_size  # re-exported for benchmarks/cases.py
 
-# Runs of at most this many tokens (n · N · num_trials) share one executable per
-# bucket of n (issue 11); larger ones compile per n (measured: benchmarks/compile_counts.py).
-_TRACED_MAX_TOKENS = 2**28
 # Largest Poisson mean (N stays far inside int32).
 _MAX_POISSON_MEAN = 1e9
 
@@ -177,10 +174,7 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
     kw = dict(worst=bool(worst), soft=soft, poisson=poisson, return_tokens=bool(return_tokens), group=group)
     mean = jnp.asarray(poisson_mean if poisson else 0.0, r.dtype)
     samples = None if poisson else np.int32(num_samples)
-    # n traced too for small runs (padded blocks cost up to ~2x run time on CPU,
-    # far less than a compilation); large runs compile per n at full speed.
-    small = n * min(sizing, 2**31) * num_trials <= _TRACED_MAX_TOKENS
-    traced = _traced_plan(n, sizing, num_trials, chunk_size, r.shape[0], group) if small else None
+    traced = _traced_plan(n, sizing, num_trials, chunk_size, r.shape[0], group)
     if traced is not None:
         # n and N traced: one compilation per bucket of n and of N (issue 11).
         shape, plan = traced
@@ -257,9 +251,7 @@ def simulate_bon(
     for every ``n`` in ``[2^a, 2^(a+1))`` and every ``N`` in ``(2^(b-1), 2^b]``,
     blocks padded to the bucket's largest), except where the sampler's group of
     tokens still grows with ``n`` (``n`` below the group size, e.g. ``n < 8``
-    for ``k = 3``), and for runs above ``2^28`` tokens ``n · N · num_trials``
-    (padded blocks cost up to about twice the run time on CPU, more than a
-    compilation there): then once per ``n`` (and per ``N`` when ``N < 4096 // n``).
+    for ``k = 3``): then once per ``n`` (and per ``N`` when ``N < 4096 // n``).
     Static besides: ``num_trials``, ``worst``, ``soft``, ``return_tokens``,
     the alphabet size, whether ``g`` is given and whether ``p`` is concrete
     (the sampler: :mod:`asymalign.sampling`); ``temperature`` is not static.
