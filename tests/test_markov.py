@@ -152,6 +152,27 @@ def test_finite_kl_rl_by_enumeration(chain, delta):
     np.testing.assert_allclose(lq_chain, lq, atol=1e-8)
 
 
+def test_budget_beyond_the_maximum_when_the_best_state_is_not_initial():
+    """Regression (found by hypothesis): start in state 1 only, the best reward in state 2.
+    At the far tilt e^{λ(r - max r)} underflowed for the start, and a rescaled linear
+    product gave 0/0, so Δ > Δ_max returned a finite λ. Exact: λ = inf and
+    KL/n = -log P(best path set)/n, here the path 1 -> 2 -> ... -> 2."""
+    T = np.array([[0.00497512, 0.49751244, 0.49751244], [0.5, 0.0, 0.5], [0.00990099, 0.0, 0.99009901]])
+    T /= T.sum(axis=1, keepdims=True)
+    chain = mk.MarkovChain(jnp.asarray(T), jnp.asarray([0.0, 1.0, 0.0]))
+    r, n = lattice_r(3), 7
+    y, lp = paths(chain, n)
+    s = r[y].sum(axis=1)
+    best = np.isfinite(lp) & (s >= s[np.isfinite(lp)].max() - 1e-9)
+    dmax = -np.logaddexp.reduce(lp[best]) / n
+    assert dmax == pytest.approx(-(np.log(0.5) + 5 * np.log(T[2, 2])) / n, rel=1e-12)
+    sol = mk.kl_rl(chain, r, n, 0.25)
+    assert np.isinf(float(sol.lam))
+    assert float(sol.kl) == pytest.approx(dmax, rel=1e-9)
+    below = mk.kl_rl(chain, r, n, 0.5 * dmax)  # a finite budget below it is still met exactly
+    assert np.isfinite(float(below.lam)) and float(below.kl) == pytest.approx(0.5 * dmax, rel=1e-9)
+
+
 @FEW
 @given(markov_chains(), st.floats(0.05, 2.0))
 def test_doob_transform(chain, lam):

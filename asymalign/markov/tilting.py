@@ -63,31 +63,33 @@ def scaled_cgf(chain: MarkovChain, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 
     return _scaled_cgf_jit(P, r, t, lam)
 
 
+def _lse0(x, axis):
+    """``logsumexp`` that is ``-inf`` with a zero (not NaN) tangent when every term is ``-inf``."""
+    empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
+    out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
+    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)
+
+
 def _log_partition(P, mu, r, lam, n):
-    """``Λ_n(λ)`` by binary powering of ``P D_λ`` with log scaling (``n`` may be traced)."""
+    """``Λ_n(λ)`` by binary powering of ``P D_λ`` in log space (``n`` may be traced).
+
+    Log space, not a rescaled linear product: at the far tilt ``e^{λ(r - max r)}``
+    underflows for every state a short path can reach when the best state is
+    several steps away (or outside the support of ``μ``), and a linear product
+    would turn that into ``0/0``."""
     z = lam * r
-    c = jnp.max(jnp.where(mu > 0, z, -jnp.inf))
-    c = jnp.maximum(c, jnp.max(z))
-    c = jax.lax.stop_gradient(c)
-    m = P * jnp.exp(z - c)[None, :]
-    a = mu * jnp.exp(z - c)
+    log_m = nx.masked_log(P) + z[None, :]
+    log_a = nx.masked_log(mu) + z
     e = jnp.asarray(n, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32) - 1
 
     def body(i, s):
-        vec, lv, base, lb = s
+        vec, base = s
         bit = (e >> i) & 1
-        nv = vec @ base
-        sv = jnp.max(nv)
-        vec = jnp.where(bit == 1, nv / sv, vec)
-        lv = jnp.where(bit == 1, lv + jnp.log(sv) + lb, lv)
-        nb = base @ base
-        sb = jnp.max(nb)
-        return vec, lv, nb / sb, 2.0 * lb + jnp.log(sb)
+        vec = jnp.where(bit == 1, _lse0(vec[:, None] + base, axis=0), vec)
+        return vec, _lse0(base[:, :, None] + base[None, :, :], axis=1)
 
-    sa = jnp.max(a)
-    init = (a / sa, jnp.log(sa), m, jnp.zeros((), m.dtype))
-    vec, lv, _, _ = jax.lax.fori_loop(0, _POWER_BITS, body, init)
-    return jnp.asarray(n, m.dtype) * c + lv + jnp.log(jnp.sum(vec))
+    vec, _ = jax.lax.fori_loop(0, _POWER_BITS, body, (log_a, log_m))
+    return _lse0(vec, axis=0)
 
 
 def log_partition(chain: MarkovChain, r: ArrayLike, lam: ArrayLike, n: int) -> jax.Array:
