@@ -32,6 +32,7 @@ from . import _numerics as nx
 from ._buckets import device_array
 from ._validate import check_model, check_positive_int, check_reward, is_concrete
 from .sequence_laws import (
+    _LEVEL_RTOL,
     _MERGE_RTOL,
     RewardLaw,
     _compositions,
@@ -242,7 +243,7 @@ def _gold_types(values, weights, gs, gv, n):
     hmean, hvar = comps @ gs, comps @ gv
     order = np.argsort(levels, kind="stable")
     levels, logp, hmean, hvar = levels[order], logp[order], hmean[order], hvar[order]
-    tol = _MERGE_RTOL * n * max(1.0, float(np.max(np.abs(values))))
+    tol = _LEVEL_RTOL * n * max(1.0, float(np.max(np.abs(values))))
     starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
     group = np.repeat(np.arange(starts.size), np.diff(np.append(starts, levels.size)))
     lp = np.logaddexp.reduceat(logp, starts)

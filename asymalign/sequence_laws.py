@@ -57,8 +57,14 @@ __all__ = [
     "law_from_types",
 ]
 
-# Relative tolerance for merging equal rewards / levels.
+# Relative tolerance for merging equal per-token rewards (a user's "equal").
 _MERGE_RTOL = 1e-12
+# Per-token relative tolerance for merging equal *levels* of r_n: rounding only
+# (c · r summed in different orders; error <= k n eps max|r|), far below the
+# gaps between distinct levels. With the reward tolerance (n · 1e-12) the runs of
+# distinct levels 1e-11 apart (r = [0, 1e-11], n = 12) chained into one level,
+# whose representative then depended on the direction (found by hypothesis).
+_LEVEL_RTOL = 1e-14
 _MAX_TYPES = 3_000_000
 _MAX_LATTICE_LEVELS = 50_000_000
 
@@ -224,7 +230,7 @@ def law_from_types(p: ArrayLike, r: ArrayLike, n: int) -> RewardLaw:
     # 0.1 + 0.2 vs 0.3) may differ by rounding: snap each run of levels within
     # the merge tolerance onto its first value, as reward_law merges them, so
     # that the best-of-N functions see one tie group.
-    tol = _MERGE_RTOL * n * jnp.maximum(1.0, jnp.max(jnp.abs(r)))
+    tol = _LEVEL_RTOL * n * jnp.maximum(1.0, jnp.max(jnp.abs(r)))
     new = jnp.concatenate([jnp.ones((1,), bool), jnp.diff(levels) > tol])
     first = jax.lax.cummax(jnp.where(new, jnp.arange(levels.shape[-1]), 0))
     return RewardLaw(levels=levels[first], log_prob=logp, n=n)
@@ -240,7 +246,7 @@ def _types_law_host(values, weights, n):
     levels = comps @ values
     order = np.argsort(levels, kind="stable")
     levels, logp = levels[order], logp[order]
-    tol = _MERGE_RTOL * n * max(1.0, float(np.max(np.abs(values))))
+    tol = _LEVEL_RTOL * n * max(1.0, float(np.max(np.abs(values))))
     starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
     out_lp = np.logaddexp.reduceat(logp, starts) if starts.size < levels.size else logp
     return levels[starts], out_lp

@@ -420,3 +420,21 @@ def test_jittable_constructors_reject_bad_n(n):
         aa.law_from_types(np.array([0.5, 0.5]), np.array([0.0, 1.0]), n)
     with pytest.raises(ValueError, match="n"):
         aa.law_from_lattice(np.log(np.array([0.5, 0.5])), n)
+
+
+def test_distinct_levels_closer_than_the_reward_tolerance_stay_distinct():
+    """Regression (found by hypothesis): r = (0, 0, 1e-11), n = 12 has 13 distinct levels
+    k·1e-11. Merging levels with the per-reward tolerance (n · 1e-12) chained all of them
+    into one, whose value depended on the sort direction, so r and -r were not mirrors.
+    Levels now merge only at rounding size (also 0.1 + 0.2 vs 0.3)."""
+    p = np.full(3, 1.0 / 3.0)
+    law = aa.reward_law(p, [0.0, 0.0, 1e-11], 12, method="types")
+    neg = aa.reward_law(p, [0.0, 0.0, -1e-11], 12, method="types")
+    np.testing.assert_allclose(np.asarray(law.levels), 1e-11 * np.arange(13), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(np.asarray(neg.levels), -np.asarray(law.levels)[::-1], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(np.asarray(law.log_prob), np.asarray(neg.log_prob)[::-1], rtol=1e-13)
+    k = np.arange(13)
+    binom = np.array([math.comb(12, int(i)) for i in k]) * (1 / 3) ** k * (2 / 3) ** (12 - k)
+    np.testing.assert_allclose(np.asarray(law.prob), binom, rtol=1e-12)
+    rounding = aa.reward_law(np.full(3, 1.0 / 3.0), [0.1, 0.2, 0.3], 2, method="types")
+    assert np.unique(np.round(np.asarray(rounding.levels), 9)).size == np.asarray(rounding.levels).size  # 0.1+0.2 = 0.3 merged

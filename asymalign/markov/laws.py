@@ -36,7 +36,7 @@ from jax.scipy.special import logsumexp
 from .._buckets import device_array
 from .._lattice import _detect_lattice
 from .._validate import check_positive_int
-from ..sequence_laws import _MERGE_RTOL, RewardLaw
+from ..sequence_laws import _LEVEL_RTOL, _MERGE_RTOL, RewardLaw
 from .chain import _check_chain_reward, _perron_vectors, chain_fingerprint, log_perron_root, padded_states
 
 __all__ = ["reward_law"]
@@ -323,7 +323,7 @@ def _types_law(P, mu, vidx, values, n):
     logp = tot[ok]
     order = np.argsort(levels, kind="stable")
     levels, logp = levels[order], logp[order]
-    tol = _MERGE_RTOL * n * max(1.0, float(np.max(np.abs(values))))
+    tol = _LEVEL_RTOL * n * max(1.0, float(np.max(np.abs(values))))
     starts = np.flatnonzero(np.concatenate([[True], np.diff(levels) > tol]))
     return levels[starts], np.logaddexp.reduceat(logp, starts)
 
