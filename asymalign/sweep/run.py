@@ -128,6 +128,8 @@ def _evaluate_chunk(plan: Plan, cfg: SweepConfig, chunk, mesh) -> dict[str, np.n
                 a["n"] = np.int64(plan.units[u].n)
             if method == "host":
                 lv, lp = host_law(plan, plan.units[u].model, plan.units[u].n)
+                if lv.size > key.law_size:  # pragma: no cover - law_size_bound is an upper bound
+                    raise RuntimeError(f"law of {lv.size} levels exceeds its bucket {key.law_size}")
                 a["law_levels"] = np.concatenate([lv, np.full(key.law_size - lv.size, lv[-1])])
                 a["law_log_prob"] = np.concatenate([lp, np.full(key.law_size - lp.size, -np.inf)])
     elif method == "markov":  # the exact law is built on the host, once per (model, n)
