@@ -50,6 +50,16 @@ def log1mexp(x):
     return jnp.where(small, jnp.log(-jnp.expm1(xs)), jnp.log1p(-jnp.exp(xl)))
 
 
+def logsumexp0(x, axis):
+    """``logsumexp`` along ``axis`` that is ``-inf`` with a zero (not NaN) gradient and
+    tangent when every term is ``-inf``."""
+    from jax.scipy.special import logsumexp
+
+    empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
+    out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
+    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)
+
+
 def support_range(p, r):
     """``(r_min, r_max)`` of ``r`` over the support ``{p > 0}`` (last axis)."""
     pos = p > 0

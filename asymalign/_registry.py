@@ -14,8 +14,7 @@ EXPERIMENTS: dict[str, str] = {
     "near_optimal": "KL(q || φ_λ) <= λ·(reward gap) within the KL budget, and the exact identity (THEORY §4)",
     "optimize": "optax policy optimisation (exact, REINFORCE, Lagrangian) converging to the closed-form tilts",
     "infalign": (
-        "exact InfAlign: decoded win rate vs KL for best-of-4 / worst-of-4, "
-        "the optimum against CTRL transforms"
+        "exact InfAlign: decoded win rate vs KL for best-of-4 / worst-of-4, the optimum against CTRL transforms"
     ),
     "soft_bon": "soft best-of-N and Best-of-Poisson: one-token KL rate ~1/N^2, the sequence cut-off at c = KL(φ||p)",
     "goodhart": (

@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 import jax.typing
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._level_base import _apply, _check_law, _check_log_n
@@ -67,13 +66,6 @@ _A = 40.0  # a window starts A before its feature centre
 _W = 223  # lattice nodes per window: [-A, -A + (W - 1) h] = [-40, 4.4]
 _TOP = 4.4  # g(x) = exp(x - e^x) <= e^{-77} for x > 4.4
 _LOG_HALF = -0.6931471805599453
-
-
-def _lse(x, axis):
-    """``logsumexp`` that is ``-inf`` with a zero (not NaN) gradient when every term is ``-inf``."""
-    empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
-    out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
-    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)
 
 
 def _scaled(xp, levels, log_prob, temperature):
@@ -132,7 +124,7 @@ def _host_sizes(levels, log_prob, log_n, temperature):
     # the last live level with log w <= log w_{i0} + reach (dead levels need no slot)
     idx = np.arange(length)
     direct = 1
-    for row, live, r in zip(lw.reshape(-1, length), on.reshape(-1, length), reach):
+    for row, live, r in zip(lw.reshape(-1, length), on.reshape(-1, length), reach, strict=True):
         last_live = np.maximum.accumulate(np.where(live, idx, -1))
         hi = np.searchsorted(row, row + r, side="right") - 1
         direct = max(direct, int(np.max(last_live[hi] - idx)) + 1)
@@ -203,9 +195,10 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
         live = lpi > -jnp.inf
         xs = jnp.where(live, ub + lw[ic], 0.0)
         rest = jnp.where(ib + num_direct < length, tail_lp[jnp.minimum(ib + num_direct, length - 1)], -jnp.inf)
-        log_m = _lse(jnp.concatenate([log_f[None], jnp.where(live, lpi - jnp.exp(jnp.minimum(xs, 700.0)), -jnp.inf)]), 0)
+        terms_m = jnp.where(live, lpi - jnp.exp(jnp.minimum(xs, 700.0)), -jnp.inf)
+        log_m = nx.logsumexp0(jnp.concatenate([log_f[None], terms_m]), 0)
         others = jnp.concatenate([jnp.where(live, lpi + _log1mexp_neg_exp(xs), -jnp.inf), rest[None]]) - o
-        log_1m_rel = _lse(jnp.concatenate([log_g[None], others]), 0)  # log(1 - M) - o
+        log_1m_rel = nx.logsumexp0(jnp.concatenate([log_g[None], others]), 0)  # log(1 - M) - o
         log_1m = o + log_1m_rel
         small = log_1m < _LOG_HALF
         big_m = jnp.minimum(jnp.where(small, -1.0, log_m), -1e-300)
@@ -222,9 +215,10 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
     d = jnp.concatenate([j[1:] - j[:-1], jnp.zeros((1,), j.dtype)])
     v_next = jnp.concatenate([v[1:], jnp.full((1,), -jnp.inf, dt)])
     gap = _log_geometric(v, v_next, d.astype(dt))
-    t = _lse(jnp.stack([v, gap]), 0)
+    t = nx.logsumexp0(jnp.stack([v, gap]), 0)
     tail = v[0] + (-_H - math.log(-math.expm1(-_H)))  # Σ_{j < j_0} h e^{u_j} E, E ≈ E(u_0) there
-    before = _lse(jnp.stack([jnp.full((num_nodes,), tail), jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(t)[:-1]])]), 0)
+    upto = jnp.concatenate([jnp.full((1,), -jnp.inf, dt), _cum_logsumexp(t)[:-1]])  # nodes before k
+    before = nx.logsumexp0(jnp.stack([jnp.full((num_nodes,), tail), upto]), 0)
 
     # Per level: w_s · prefix below its window + its W window nodes.
     ks = jnp.searchsorted(j, bump_start, side="left")
@@ -236,7 +230,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
         idx = jnp.minimum(kb + widx, num_nodes - 1)
         x = u[idx] + lwb
         terms = math.log(_H) + (u_rel[idx] + lwb) - jnp.exp(jnp.minimum(x, 700.0)) + log_en[idx]  # relative to o
-        return _lse(jnp.concatenate([(lwb + before[jnp.minimum(kb, num_nodes - 1)])[None], terms]), 0)
+        return nx.logsumexp0(jnp.concatenate([(lwb + before[jnp.minimum(kb, num_nodes - 1)])[None], terms]), 0)
 
     log_i = jax.lax.map(level, (ks, lw), batch_size=max(1, min(length, (1 << 22) // _W)))
     out = jnp.where(on, (log_n + o) + lp + log_i, -jnp.inf)

@@ -63,13 +63,6 @@ def scaled_cgf(chain: MarkovChain, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 
     return _scaled_cgf_jit(P, r, t, lam)
 
 
-def _lse0(x, axis):
-    """``logsumexp`` that is ``-inf`` with a zero (not NaN) tangent when every term is ``-inf``."""
-    empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
-    out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
-    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)
-
-
 def _log_partition(P, mu, r, lam, n):
     """``Λ_n(λ)`` by binary powering of ``P D_λ`` in log space (``n`` may be traced).
 
@@ -85,11 +78,11 @@ def _log_partition(P, mu, r, lam, n):
     def body(i, s):
         vec, base = s
         bit = (e >> i) & 1
-        vec = jnp.where(bit == 1, _lse0(vec[:, None] + base, axis=0), vec)
-        return vec, _lse0(base[:, :, None] + base[None, :, :], axis=1)
+        vec = jnp.where(bit == 1, nx.logsumexp0(vec[:, None] + base, axis=0), vec)
+        return vec, nx.logsumexp0(base[:, :, None] + base[None, :, :], axis=1)
 
     vec, _ = jax.lax.fori_loop(0, _POWER_BITS, body, (log_a, log_m))
-    return _lse0(vec, axis=0)
+    return nx.logsumexp0(vec, axis=0)
 
 
 def log_partition(chain: MarkovChain, r: ArrayLike, lam: ArrayLike, n: int) -> jax.Array:
