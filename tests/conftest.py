@@ -22,11 +22,29 @@ import os
 # on what other runs left there. Tests that exercise the cache pass their own temporary directories.
 # Set ASYMALIGN_COMPILE_CACHE=DIR to opt in deliberately.
 os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
+# pytest-xdist (`pytest -n 2`): on a GPU, each worker process must not preallocate most of its memory.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# A persistent compilation cache private to this test session, in a new temporary directory (never the
+# user's): test modules drop their compiled kernels (``_release_compiled_kernels`` below), and later
+# modules read the same kernels back from disk instead of compiling them again. Each run starts empty, so
+# a fresh clone measures what a fresh clone gets. ASYMALIGN_TEST_SESSION_CACHE=0 turns it off.
+if os.environ.get("ASYMALIGN_TEST_SESSION_CACHE", "1") != "0" and not jax.config.jax_compilation_cache_dir:
+    import atexit
+    import shutil
+    import tempfile
+
+    if "ASYMALIGN_TEST_SESSION_CACHE_DIR" not in os.environ:  # the first process; pytest-xdist workers share it
+        os.environ["ASYMALIGN_TEST_SESSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="asymalign-tests-jax-cache-")
+        atexit.register(shutil.rmtree, os.environ["ASYMALIGN_TEST_SESSION_CACHE_DIR"], ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", os.environ["ASYMALIGN_TEST_SESSION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
