@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 from ._buckets import device_array
 from ._validate import is_concrete
@@ -53,8 +54,6 @@ def log1mexp(x):
 def logsumexp0(x, axis):
     """``logsumexp`` along ``axis`` that is ``-inf`` with a zero (not NaN) gradient and
     tangent when every term is ``-inf``."""
-    from jax.scipy.special import logsumexp
-
     empty = jnp.all(x == -jnp.inf, axis=axis, keepdims=True)
     out = logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
     return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)

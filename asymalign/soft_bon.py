@@ -55,7 +55,7 @@ import numpy as np
 
 from . import _numerics as nx
 from ._level_base import _apply, _check_law, _check_log_n
-from ._level_kernels import _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
+from ._level_kernels import _LOG_HALF, _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
 from ._validate import check_real, is_concrete
 from .sequence_laws import RewardLaw
 
@@ -65,7 +65,6 @@ _H = 0.2  # lattice step in u = log t
 _A = 40.0  # a window starts A before its feature centre
 _W = 223  # lattice nodes per window: [-A, -A + (W - 1) h] = [-40, 4.4]
 _TOP = 4.4  # g(x) = exp(x - e^x) <= e^{-77} for x > 4.4
-_LOG_HALF = -0.6931471805599453
 
 
 def _scaled(xp, levels, log_prob, temperature):
@@ -85,7 +84,7 @@ def _log_nm1(xp, log_n):
     return jnp.where(big, safe + nx.log1mexp(-safe), -jnp.inf)
 
 
-def _window_starts(xp, lw, lp, on, log_nm1, cum_lp, cum_lpw):
+def _window_starts(xp, lw, on, log_nm1, cum_lp, cum_lpw):
     """First lattice index of every feature window: the ``L`` bumps ``c_s = -log w_s``
     and the ``L`` cut-offs ``-log K_i``; windows of absent features repeat the top
     bump's (``c = 0``) and so add no node. Returns ``(bump starts, all starts)``."""
@@ -114,7 +113,7 @@ def _host_sizes(levels, log_prob, log_n, temperature):
     with np.errstate(invalid="ignore", over="ignore"):
         cum_lp = np.logaddexp.accumulate(lp, axis=-1)
         cum_lpw = np.logaddexp.accumulate(lp + lw, axis=-1)
-    _, starts = _window_starts(np, lw, lp, on, _log_nm1(np, ln), cum_lp, cum_lpw)
+    _, starts = _window_starts(np, lw, on, _log_nm1(np, ln), cum_lp, cum_lpw)
     _, _, total = _union(np, starts)
     length = lv.shape[-1]
     fin = np.where(on, lp, np.nan).reshape(-1, length)
@@ -163,7 +162,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
 
     # Node layout (no gradient: the lattice sums do not depend on it).
     sg = jax.lax.stop_gradient
-    bump_start, starts = _window_starts(jnp, sg(lw), sg(lp), on, sg(log_nm1), sg(cum_lp), sg(cum_lpw))
+    bump_start, starts = _window_starts(jnp, sg(lw), on, sg(log_nm1), sg(cum_lp), sg(cum_lpw))
     a, new, total = _union(jnp, starts)
     ends = jnp.cumsum(new)
     k = jnp.arange(num_nodes)

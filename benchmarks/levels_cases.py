@@ -340,7 +340,7 @@ def np_soft_bon_windowed(levels, log_p, log_n, temperature, block=1 << 15):
     with np.errstate(invalid="ignore", over="ignore"):
         cum_lp, cum_lpw = np.logaddexp.accumulate(lp), np.logaddexp.accumulate(lp + lw)
         tail_lp = np.logaddexp.accumulate(lp[::-1])[::-1]
-    bump_start, starts = sb._window_starts(np, lw, lp, on, log_nm1, cum_lp, cum_lpw)
+    bump_start, starts = sb._window_starts(np, lw, on, log_nm1, cum_lp, cum_lpw)
     a, new, total = sb._union(np, starts)
     new = new.astype(np.int64)
     ends = np.cumsum(new)
