@@ -39,6 +39,7 @@ import jax.typing
 import numpy as np
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._level_kernels import _bon_from_tails, _broadcast, _level_kl, _pad, _pad_host, _tails, _tilted, _win_from_tails
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
 from ._window_law import _window_law
@@ -274,4 +275,8 @@ def bon_vs_klrl(
         else:
             # reward_law of the push-forward is the law of (p, r) (push-forward is idempotent).
             law = reward_law(pushed[1], pushed[0], n) if pushed is not None else reward_law(p, r, n)
+        if law.log_prob.dtype != p.dtype:  # built on the host in float64: continue in the model's precision
+            host = is_concrete(law.levels, law.log_prob)
+            cast = (lambda x: device_array(np.asarray(x, p.dtype))) if host else (lambda x: jnp.asarray(x, p.dtype))
+            law = RewardLaw(cast(law.levels), cast(law.log_prob), law.n, law.fingerprint)
     return bon_vs_klrl_on_law(law, delta, lam, rl_reward, lumped=lumped)
