@@ -12,6 +12,10 @@ default, in the user cache directory, resolved in this order:
    or ``jax.config.update("jax_compilation_cache_dir", ...)``);
 4. ``$XDG_CACHE_HOME/asymalign/jax`` (``~/.cache/asymalign/jax``).
 
+Next to JAX's cache, in ``<dir>/executables``, the package keeps its kernels'
+whole executables (:mod:`asymalign._jit`): a second process then skips the
+tracing and lowering as well, which JAX's cache does not save.
+
 Importing :mod:`asymalign` as a library changes nothing: only the CLI (and
 whoever calls :func:`enable_compile_cache`) turns the cache on. Every
 executable that took at least :data:`MIN_COMPILE_TIME_S` to compile is stored;
@@ -25,6 +29,7 @@ import os
 
 __all__ = [
     "ENV_VAR",
+    "EXECUTABLES_SUBDIR",
     "MIN_COMPILE_TIME_S",
     "CompileCounter",
     "default_compile_cache",
@@ -33,6 +38,9 @@ __all__ = [
 ]
 
 ENV_VAR = "ASYMALIGN_COMPILE_CACHE"
+# Whole executables of the package's kernels (:mod:`asymalign._jit`): a new
+# process skips tracing and lowering too, not only XLA's compilation.
+EXECUTABLES_SUBDIR = "executables"
 # JAX's default (1 s) leaves out every small kernel: the experiments compile
 # hundreds of kernels of 10-300 ms each. Reading an entry costs ~1 ms, so cache
 # all but the trivial ones (measured: see benchmarks/cold_start.py).
@@ -113,6 +121,12 @@ def enable_compile_cache(setting: bool | str | os.PathLike | None = None) -> str
         except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
             pass
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
+    from . import _jit
+
+    try:
+        _jit.set_executable_cache_dir(os.path.join(path, EXECUTABLES_SUBDIR))
+    except OSError:
+        _jit.set_executable_cache_dir(None)
     return path
 
 

@@ -36,6 +36,7 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._buckets import device_array
+from ._jit import jit
 
 # Relative tolerance for lattice detection.
 _LATTICE_RTOL = 1e-9
@@ -293,7 +294,7 @@ def default_num_tilts(n: int, span: int) -> int:
     return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
 
 
-_fisher_length_jit = jax.jit(_fisher_length_grid)  # n traced: one compilation per alphabet size
+_fisher_length_jit = jit(_fisher_length_grid)  # n traced: one compilation per alphabet size
 
 
 def _host_thetas(log_w, n: int) -> np.ndarray:
@@ -337,8 +338,8 @@ def _lattice_log_w(lattice, weights):
 
 # n traced; the FFT size, output length (a power of two of n·span + 1) and
 # power bit count are static: one compilation per bucket, not per n (issue 11).
-_lattice_bucketed = jax.jit(_lattice_from_thetas, static_argnums=(3, 4, 5))
-_lattice_dp_bucketed = jax.jit(_lattice_log_law_dp, static_argnums=(2,))
+_lattice_bucketed = jit(_lattice_from_thetas, static_argnums=(3, 4, 5))
+_lattice_dp_bucketed = jit(_lattice_log_law_dp, static_argnums=(2,))
 
 
 def _bucket(length: int, minimum: int = 64) -> int:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._jit import jit
 from ._validate import is_concrete
 from .sampling import (
     _TABLE_BITS,
@@ -200,7 +201,7 @@ def _block_drawer(sampler, r, g, *, n, block, group, return_tokens):
     return draw
 
 
-@functools.partial(jax.jit, static_argnames=("group",))
+@functools.partial(jit, static_argnames=("group",))
 def _group_tables(alias, r, g, n, *, group):
     """Per score (``r``, then ``g`` if given): ``((full, full[alias]), (part,
     part[alias]))``, each cell's total over its ``group`` tokens and over the
@@ -327,7 +328,7 @@ def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs
 
 
 @functools.partial(
-    jax.jit,
+    jit,
     static_argnames=(
         "n",
         "num_samples",
@@ -458,7 +459,7 @@ def _simulate(
     return rewards, tokens, gold, counts
 
 
-@functools.partial(jax.jit, static_argnames=("n", "num_draws", "num_trials", "block", "bpb", "tpb", "group"))
+@functools.partial(jit, static_argnames=("n", "num_draws", "num_trials", "block", "bpb", "tpb", "group"))
 def _draws(key, sampler, r, g, *, n, num_draws, num_trials, block, bpb, tpb, group):
     draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=False)
     num_blocks = -(-num_draws // block)

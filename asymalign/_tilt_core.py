@@ -18,6 +18,7 @@ from jax.scipy.special import logsumexp
 from . import _numerics as nx
 from . import _solver as sv
 from ._buckets import device_array
+from ._jit import jit
 
 # ---------------------------------------------------------------------------
 # private, batched building blocks (no validation)
@@ -52,7 +53,7 @@ def _tilt_parts(p, r, lam):
     return logp, lu, c, L
 
 
-@jax.jit
+@jit
 def _log_partition(p, r, lam):
     _, _, c, L = _tilt_parts(p, r, lam)
     # λ c with 0·(±inf) = 0, keeping ∂(λc)/∂c = λ at c = 0.
@@ -60,13 +61,13 @@ def _log_partition(p, r, lam):
     return lc + L
 
 
-@jax.jit
+@jit
 def _log_tilt(p, r, lam):
     logp, lu, _, L = _tilt_parts(p, r, lam)
     return logp + lu - L[..., None]
 
 
-@jax.jit
+@jit
 def _moments(p, r, lam):
     """``(Λ'(λ), Λ''(λ), K(λ))`` computed from the shifted tilt."""
     logp, lu, c, L = _tilt_parts(p, r, lam)
@@ -84,7 +85,7 @@ def _tilt_kl(p, r, lam):
     return _moments(p, r, lam)[2]
 
 
-@jax.jit
+@jit
 def _max_kl(p, r):
     _, rmax = nx.support_range(p, r)
     on_a = (r == rmax[..., None]) & (p > 0)
@@ -174,7 +175,7 @@ def _solve_lambda_jvp(primals, tangents):
     return lam, jnp.where(finite & (denom > 0), dlam, 0.0)
 
 
-@jax.jit
+@jit
 def _solve_lambda_b(p, r, delta):
     """Broadcasting, jitted entry to :func:`_solve_lambda`."""
     batch = jnp.broadcast_shapes(p.shape[:-1], r.shape[:-1], delta.shape)

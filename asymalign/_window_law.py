@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._jit import jit
 from ._lattice import _power_bits
 from .sequence_laws import (
     _MAX_LATTICE_LEVELS,
@@ -34,7 +34,7 @@ from .sequence_laws import (
 _WINDOW_BOUND = 60.0
 
 
-@jax.jit
+@jit
 def _chernoff_cutoffs(values, log_w, lam_lo, lam_hi, kappa):
     r"""Per-token rewards ``x_lo <= Λ'(λ_lo)``, ``x_hi >= Λ'(λ_hi)`` with
     ``I_λ(x) = κ``, where ``I_λ(x) = I(x) - λx + Λ(λ)`` is the rate function of
@@ -75,7 +75,7 @@ def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
 
 # n and the first level traced; FFT size, window length and power bit count
 # static (all bucketed): one compilation per bucket of n, not per n (issue 11).
-_window_bucketed = jax.jit(_best_windows, static_argnums=(3, 5, 6))
+_window_bucketed = jit(_best_windows, static_argnums=(3, 5, 6))
 
 
 def _window_jit(log_w, n: int, thetas, fft_size: int, base: int, size: int):

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _numerics as nx
 from ._buckets import device_array
+from ._jit import jit
 from ._level_kernels import _bon_from_tails, _broadcast, _level_kl, _pad, _pad_host, _tails, _tilted, _win_from_tails
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
 from ._window_law import _window_law
@@ -101,7 +102,7 @@ class BoNvsKLRL(NamedTuple):
     win_rate: jax.Array
 
 
-@jax.jit
+@jit
 @functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
 def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
     """Jitted core of :func:`bon_vs_klrl_on_law`; ``n`` is a traced number, so one
@@ -174,7 +175,7 @@ def bon_vs_klrl_on_law(
     return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, lumped))
 
 
-@jax.jit
+@jit
 def _klrl_part(p, r, delta):
     lam = _solve_lambda_b(p, r, delta)
     return lam, _moments(p, r, lam)[0]

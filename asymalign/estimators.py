@@ -21,6 +21,7 @@ import numpy as np
 from jax.scipy.special import gammaln
 
 from . import _numerics as nx
+from ._jit import jit
 from ._validate import check_positive_int, check_real, is_concrete
 from .simulation import _check_vector, simulate_bon, simulate_draws
 
@@ -82,7 +83,7 @@ def mc_mean(x: jax.typing.ArrayLike) -> Estimate:
     return _mean(x.astype(nx.float_dtype(x)))
 
 
-@jax.jit
+@jit
 def _mean(x):
     m = x.shape[-1]
     mean = jnp.mean(x, axis=-1)
@@ -131,7 +132,7 @@ def mc_level_frequencies(
     return _level_frequencies(x, lv, atol)
 
 
-@jax.jit
+@jit
 def _level_frequencies(x, lv, atol):
     dt = x.dtype
     m, num = x.shape[0], lv.shape[0]
@@ -199,7 +200,7 @@ def mc_win_rate(
     return _win_scores(x, ref, atol)
 
 
-@jax.jit
+@jit
 def _win_scores(x, ref, atol):
     d = x - ref
     w = jnp.where(jnp.abs(d) <= atol, 0.5, jnp.where(d > 0, 1.0, 0.0)).astype(x.dtype)
@@ -279,7 +280,7 @@ def bon_gold_unbiased(
     return out[..., 0] if scalar else out
 
 
-@functools.partial(jax.jit, static_argnames="worst")
+@functools.partial(jit, static_argnames="worst")
 def _nakano(x, gold, nums, atol, worst):
     dt, k = x.dtype, x.shape[-1]
     key = -x if worst else x

@@ -30,6 +30,7 @@ from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._buckets import device_array
+from ._jit import jit
 from ._validate import check_model, check_positive_int, check_reward, is_concrete
 from .sequence_laws import (
     _LEVEL_RTOL,
@@ -174,7 +175,7 @@ def _lattice_kernel(d, log_w, gs, gv, log_a0, a1n, c2, nf, size: int):
     return log_pn, mu, e1, cov
 
 
-_lattice_kernel_jit = jax.jit(_lattice_kernel, static_argnames=("size",))
+_lattice_kernel_jit = jit(_lattice_kernel, static_argnames=("size",))
 
 
 def _pair_stats(w, gs):

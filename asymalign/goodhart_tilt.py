@@ -18,6 +18,7 @@ from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._buckets import device_array
+from ._jit import jit
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .goodhart import check_gold, gold_pushforward
 from .tilting import _moments, tilt
@@ -96,10 +97,10 @@ def _tilt_gold_cov(p, r, g, lam):
     return eg, cov
 
 
-_tilt_gold_cov_jit = jax.jit(_tilt_gold_cov)
+_tilt_gold_cov_jit = jit(_tilt_gold_cov)
 
 
-@jax.jit
+@jit
 def _tilt_gold_jit(p, r, g, lam, nf):
     return nf * _tilt_gold_cov(p, r, g, lam)[0]
 
@@ -146,7 +147,7 @@ def tilt_gold_covariance(p: ArrayLike, r: ArrayLike, g: ArrayLike, lam: ArrayLik
     return _tilt_gold_cov_jit(*_prep3(p, r, g, lam))[1]
 
 
-@jax.jit
+@jit
 def _peak(p, r, g, nf):
     pos = p > 0
     rmin, rmax = nx.support_range(p, r)

@@ -45,6 +45,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _like
 from ._level_kernels import (
     _LOG_HALF,
@@ -469,7 +470,7 @@ def _worst_1d(levels, log_ref, log_n, delta):
     return _at_top(levels, log_ref, log_n, delta, True, log_q[::-1], lam)
 
 
-_vec_worst = jax.jit(jnp.vectorize(_worst_1d, signature="(l),(l),(),()->(l),(),()"))
+_vec_worst = jit(jnp.vectorize(_worst_1d, signature="(l),(l),(),()->(l),(),()"))
 
 
 def _co_calibrated(levels, log_ref):
@@ -478,7 +479,7 @@ def _co_calibrated(levels, log_ref):
     return jnp.exp(jnp.logaddexp(t.log_s, t.log_pg + _LOG_HALF))
 
 
-@jax.jit
+@jit
 def _best_batch(levels, log_ref, log_n, delta):
     """Best-of-N over a flat batch ``(B, l), (B, l), (B,), (B,)``, one problem after
     another in order of increasing budget within each run of equal laws

@@ -23,6 +23,7 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
+from ._jit import jit
 from ._validate import check_nonneg, check_prob
 
 __all__ = [
@@ -57,7 +58,7 @@ def _with_alpha(q, p, alpha):
 # ---------------------------------------------------------------------------
 
 
-@jax.jit
+@jit
 def _kl(q, p):
     logq, logp = nx.masked_log(q), nx.masked_log(p)
     bad = jnp.any((q > 0) & (p <= 0), axis=-1)
@@ -65,7 +66,7 @@ def _kl(q, p):
     return jnp.where(bad, jnp.inf, val)
 
 
-@jax.jit
+@jit
 def _cross_entropy(q, s):
     logs = nx.masked_log(s)
     bad = jnp.any((q > 0) & (s <= 0), axis=-1)
@@ -73,7 +74,7 @@ def _cross_entropy(q, s):
     return jnp.where(bad, jnp.inf, val)
 
 
-@jax.jit
+@jit
 def _renyi_cross_entropy(q, s, alpha):
     """``H_α(q; s)`` for any real ``α`` (``±inf`` and ``1`` as limits)."""
     a_last = alpha
@@ -98,7 +99,7 @@ def _renyi_cross_entropy(q, s, alpha):
     return jnp.where(jnp.isneginf(a_last), at_minf, out)
 
 
-@jax.jit
+@jit
 def _renyi_divergence(q, p, alpha):
     """``D_α(q||p) = log Σ q^α p^{1-α} / (α - 1)`` for any real ``α``."""
     a_last = alpha

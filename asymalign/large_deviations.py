@@ -31,6 +31,7 @@ from jax.typing import ArrayLike
 from . import _numerics as nx
 from . import _solver as sv
 from ._buckets import call_bucketed
+from ._jit import jit
 from ._tilt_core import _log_partition, _log_tilt, _moments, _prep
 from ._validate import check_model, check_positive_int, check_real, is_concrete
 from .information import _renyi_cross_entropy, _renyi_divergence
@@ -110,7 +111,7 @@ def scaled_cumulants(p: ArrayLike, r: ArrayLike, order: int, lam: ArrayLike = 0.
     return _scaled_cumulants(p, r, lam, order)
 
 
-@functools.partial(jax.jit, static_argnums=3)
+@functools.partial(jit, static_argnums=3)
 def _scaled_cumulants(p, r, lam, order):
     p, r, lam = _broadcast(p, r, lam)
 
@@ -197,7 +198,7 @@ def _tilt_with_mean_jvp(primals, tangents):
     return mu, (dx - dmean) / jnp.where(var > 0, var, 1.0)
 
 
-@jax.jit
+@jit
 def _rate_function(p, r, x, lam):
     rmin, rmax = nx.support_range(p, r)
     inside = (x > rmin) & (x < rmax)
@@ -240,7 +241,7 @@ def _rate_function(p, r, x, lam):
     return jnp.where(x == rmin, boundary(rmin[None])[0], out)
 
 
-@jax.jit
+@jit
 def _rate_function_blocks(p, r, x, lam):
     return sv.map_blocks(_rate_function, (p, r, x, lam), (1, 1, 0, 0))
 
@@ -354,7 +355,7 @@ def cgf_via_renyi_cross_entropy(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: A
     return _cgf_via_renyi_cross_entropy(p, r, t, lam)
 
 
-@jax.jit
+@jit
 def _cgf_via_renyi_cross_entropy(p, r, t, lam):
     p, r, t, lam = _broadcast(p, r, t, lam)
     z = jnp.where(p > 0, r, -jnp.inf)
@@ -396,7 +397,7 @@ def cgf_via_renyi_divergence(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: Arra
     return _cgf_via_renyi_divergence(p, r, t, lam)
 
 
-@jax.jit
+@jit
 def _cgf_via_renyi_divergence(p, r, t, lam):
     p, r, t, lam = _broadcast(p, r, t, lam)
     alpha = 1.0 + t / lam

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import jax.typing
 
+from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _check_same_levels
 from ._level_kernels import _bon_log_law, _bon_log_law_worst, _broadcast, _level_kl, _pad, _tails, _win_from_tails
 from .sequence_laws import RewardLaw
@@ -33,13 +34,13 @@ def _inference_win(levels, log_q, log_ref, log_n, worst):
     return _win(levels, bon, ref)
 
 
-_vec_calibrated = jax.jit(jnp.vectorize(_calibrated, signature="(l),(l)->(l)"))
-_vec_win = jax.jit(jnp.vectorize(_win, signature="(l),(l),(l)->()"))
-_vec_inference_win = jax.jit(jnp.vectorize(_inference_win, signature="(l),(l),(l),(),()->()"))
-_level_kl_jit = jax.jit(_level_kl)  # one compilation per shape, not one per eager operation
+_vec_calibrated = jit(jnp.vectorize(_calibrated, signature="(l),(l)->(l)"))
+_vec_win = jit(jnp.vectorize(_win, signature="(l),(l),(l)->()"))
+_vec_inference_win = jit(jnp.vectorize(_inference_win, signature="(l),(l),(l),(),()->()"))
+_level_kl_jit = jit(_level_kl)  # one compilation per shape, not one per eager operation
 
 
-@jax.jit
+@jit
 def _law_mean(levels, log_prob):
     on = log_prob > -jnp.inf
     return jnp.sum(jnp.where(on, jnp.exp(log_prob) * levels, 0.0), axis=-1)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import jax.typing
 import numpy as np
 
+from ._jit import jit
 from ._level_base import _apply, _check_law, _check_log_n, _like
 from ._level_kernels import (
     _bon_log_law,
@@ -117,10 +118,10 @@ def _tilt_log_law(levels, log_prob, score, beta):
     return z - jax.scipy.special.logsumexp(z)
 
 
-_vec_bon = jax.jit(jnp.vectorize(_bon_log_law, signature="(l),(l),()->(l)"))
-_vec_won = jax.jit(jnp.vectorize(_bon_log_law_worst, signature="(l),(l),()->(l)"))
-_vec_bop = jax.jit(jnp.vectorize(_bop_log_law, signature="(l),(l),()->(l)"))
-_vec_tilt = jax.jit(jnp.vectorize(_tilt_log_law, signature="(l),(l),(l),()->(l)"))
+_vec_bon = jit(jnp.vectorize(_bon_log_law, signature="(l),(l),()->(l)"))
+_vec_won = jit(jnp.vectorize(_bon_log_law_worst, signature="(l),(l),()->(l)"))
+_vec_bop = jit(jnp.vectorize(_bop_log_law, signature="(l),(l),()->(l)"))
+_vec_tilt = jit(jnp.vectorize(_tilt_log_law, signature="(l),(l),(l),()->(l)"))
 
 
 # ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from ._jit import jit
 from ._policy import (
     PolicyOptResult,
     _check_beta,
@@ -137,7 +138,7 @@ def optimize_policy(
     return _optimize_policy(p, r, beta, theta0, opt=opt, num_steps=num_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("opt", "num_steps"))
+@functools.partial(jit, static_argnames=("opt", "num_steps"))
 def _optimize_policy(p, r, beta, theta0, *, opt, num_steps):
     loss = lambda th: -_objective(th, p, r, beta)  # noqa: E731
 
@@ -208,7 +209,7 @@ def optimize_constrained_policy(
     return _constrained(p, r, delta, theta0, jnp.log(mu0), opt=opt, dual=dual, num_steps=num_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("opt", "dual", "num_steps"))
+@functools.partial(jit, static_argnames=("opt", "dual", "num_steps"))
 def _constrained(p, r, delta, theta0, nu0, *, opt, dual, num_steps):
     def lagrangian(th, nu):
         kl, reward = _kl_and_reward(th, p, r)

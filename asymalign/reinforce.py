@@ -22,6 +22,7 @@ import optax
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
+from ._jit import jit
 from ._policy import (
     PolicyOptResult,
     _check_beta,
@@ -153,7 +154,7 @@ def reinforce_gradient(
     return -_reinforce_grad(key, logits, p, r, beta, logp, num_samples, bool(baseline))
 
 
-@functools.partial(jax.jit, static_argnames=("opt", "num_steps", "m", "baseline"))
+@functools.partial(jit, static_argnames=("opt", "num_steps", "m", "baseline"))
 def _reinforce(key, p, r, beta, theta0, *, opt, num_steps, m, baseline):
     logp = jnp.where(p > 0, nx.masked_log(p), 0.0)
 

@@ -54,6 +54,7 @@ import jax.typing
 import numpy as np
 
 from . import _numerics as nx
+from ._jit import jit
 from ._level_base import _apply, _check_law, _check_log_n
 from ._level_kernels import _LOG_HALF, _cum_logsumexp, _log1mexp_neg_exp, _log_neg_log1m
 from ._validate import check_real, is_concrete
@@ -236,7 +237,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
     return jnp.where(total <= num_nodes, out, jnp.nan), total  # too few nodes: NaN (the caller retries)
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes", "num_direct"))
+@functools.partial(jit, static_argnames=("num_nodes", "num_direct"))
 def _vec_sbon(levels, log_prob, log_n, temperature, num_nodes, num_direct):
     kernel = functools.partial(_sbon_log_law, num_nodes=num_nodes, num_direct=num_direct)
     return jnp.vectorize(kernel, signature="(l),(l),(),()->(l),()")(levels, log_prob, log_n, temperature)

@@ -251,3 +251,23 @@ def test_compile_cache_writes_small_kernels(tmp_path):
     res = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["None", "-1"]
+
+
+def test_jobs_flag(capsys):
+    for bad in ("0", "-1", "x"):
+        assert cli.main(["reproduce", "--jobs", bad]) == 2
+        assert "--jobs" in _one_error_line(capsys)
+    assert cli.default_jobs(1) == 1
+    assert 1 <= cli.default_jobs(100) <= (os.cpu_count() or 1)
+
+
+def test_parallel_reproduce_writes_what_one_process_writes(tmp_path):
+    names = ["ldp", "cumulants"]
+    serial = cli.reproduce(names, tmp_path / "one", quick=True, seed=3, progress=False, jobs=1)
+    parallel = cli.reproduce(names, tmp_path / "two", quick=True, seed=3, progress=False, jobs=2)
+    assert list(parallel) == names
+    for name in names:
+        for ext in ("csv", "png", "pdf"):
+            assert (tmp_path / "two" / f"{name}.{ext}").stat().st_size > 0
+        assert (tmp_path / "one" / f"{name}.csv").read_text() == (tmp_path / "two" / f"{name}.csv").read_text()
+        assert serial[name].summary.keys() == parallel[name].summary.keys()

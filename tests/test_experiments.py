@@ -16,7 +16,8 @@ from asymalign import cli
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    assert cli.main(["reproduce", "--quick", "--out", str(out), "--seed", "0"]) == 0
+    # in this process (--jobs 1): the suite's strict promotion and warnings apply to every experiment
+    assert cli.main(["reproduce", "--quick", "--out", str(out), "--seed", "0", "--jobs", "1"]) == 0
     return out
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from .._buckets import device_array
+from .._jit import jit
 from .._lattice import _detect_lattice
 from .._validate import check_positive_int
 from ..sequence_laws import _LEVEL_RTOL, _MERGE_RTOL, RewardLaw
@@ -69,7 +70,7 @@ def _bucket(x: int, minimum: int = 64) -> int:
 # ---------------------------------------------------------------------------
 
 
-@jax.jit
+@jit
 def _dp_kernel(logP, log_mu, m, steps, init_len):
     """``logsumexp_y A_n(y, ·)`` with ``A_1(y, m(y)) = log μ(y)``; ``steps = n - 1`` traced.
     The level axis has the (bucketed) length of ``init_len``."""
@@ -145,7 +146,7 @@ def _tilt_lr(P, mf, th):
     return c + log_perron_root(P * jnp.exp(z - c)[None, :])
 
 
-@jax.jit
+@jit
 def _fisher_grid(P, mf, far):
     """Tilt grid (asinh-spaced on ``[-far, far]``), ``Λ'``, and cumulative ``∫ √Λ''``."""
     th = jnp.sinh(jnp.linspace(-jnp.arcsinh(far), jnp.arcsinh(far), 4096))
@@ -164,7 +165,7 @@ def _fisher_grid(P, mf, far):
 _STAGE = 5  # squarings before frequencies with a negligible characteristic function are dropped
 
 
-@jax.jit(static_argnames=("bits", "fft_size", "cap"))
+@jit(static_argnames=("bits", "fft_size", "cap"))
 def _windows(P, mu, m, thetas, n, L_pad, *, bits, fft_size, cap):
     """Best reading of every level over the tilted windows: ``(log P, score, overflow)``
     (``overflow`` per tilt: more than ``cap`` frequencies mattered; those tilts must be redone).

@@ -22,6 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from .. import _numerics as nx
+from .._jit import jit
 from .._validate import check_nonneg, is_concrete
 from .chain import MarkovChain, _perron_vectors, check_chain, log_perron_root
 
@@ -145,5 +146,5 @@ def renyi_entropy_rate(P: ArrayLike, alpha: ArrayLike) -> jax.Array:
     return _cross_jit(P, P, alpha)
 
 
-_cross_jit = jax.jit(_cross)
-_divergence_jit = jax.jit(_divergence)
+_cross_jit = jit(_cross)
+_divergence_jit = jit(_divergence)

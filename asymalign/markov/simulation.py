@@ -27,6 +27,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from .. import _numerics as nx
+from .._jit import jit
 from .._validate import check_positive_int
 from ..simulation import BoNSimulation
 from .chain import MarkovChain, _check_chain_reward
@@ -50,7 +51,7 @@ def _draw(words, thr, full):
     return jnp.sum((words[:, None] >= thr) & ~full, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "num_samples", "num_trials", "plan", "worst", "return_tokens"))
+@functools.partial(jit, static_argnames=("n", "num_samples", "num_trials", "plan", "worst", "return_tokens"))
 def _simulate(key, tp, fp, ti, fi, r, *, n, num_samples, num_trials, plan, worst, return_tokens):
     block, bpc, num_chunks, tpc, num_trial_chunks = plan
     score = -r if worst else r

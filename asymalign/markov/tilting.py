@@ -21,6 +21,7 @@ from jax.typing import ArrayLike
 
 from .. import _numerics as nx
 from .._buckets import device_array
+from .._jit import jit
 from .._validate import check_nonneg, check_positive_int, check_real, is_concrete
 from ._solve import derivs2, far_tilt, solve_increasing
 from .chain import MarkovChain, _check_chain_reward, _log_rho_tilted, _perron_vectors, _prep, log_perron_root
@@ -206,7 +207,7 @@ def doob_transform(chain: MarkovChain, r: ArrayLike, lam: ArrayLike) -> MarkovCh
     return MarkovChain(q, init)
 
 
-@jax.jit
+@jit
 def _doob_jit(P, mu, r, lam):
     z = lam * r
     w = jnp.exp(z - jnp.max(z))
@@ -350,7 +351,7 @@ def _kl_rl_jit(P, mu, r, delta, n):
     return MarkovKLRL(lam, reward, kl, init, qs)
 
 
-@jax.jit(static_argnames=("length",))
+@jit(static_argnames=("length",))
 def _messages_bucketed(P, mu, r, lam, steps, *, length: int):
     """:func:`_messages` for ``n - 1 = steps <= length`` with the scan over ``length`` steps:
     the first ``length - steps`` (run first, in reverse) keep ``h = 1``; ``qs[:steps]`` is the result.
@@ -369,7 +370,7 @@ def _messages_bucketed(P, mu, r, lam, steps, *, length: int):
     return jnp.exp(a1 - logsumexp(a1)), qs
 
 
-@jax.jit
+@jit
 def _finite_solve_jit(P, mu, r, delta, n):
     """``λ_n`` and its reward and KL per token (``n`` traced: one compilation for all ``n``)."""
     lam, far = _finite_lambda(P, mu, r, n, delta)
@@ -379,23 +380,23 @@ def _finite_solve_jit(P, mu, r, delta, n):
     return lam, lam_eval, d / nn, (lam_eval * d - v) / nn
 
 
-_messages_jit = jax.jit(_messages, static_argnums=(4,))
+_messages_jit = jit(_messages, static_argnums=(4,))
 
 
 # Jitted kernels: the chain and reward are arguments (not closed-over
 # constants), so each compiles once per alphabet size and dtype.
-@jax.jit
+@jit
 def _scaled_cgf_jit(P, r, t, lam):
     return _cgf(P, r, lam + t) - _cgf(P, r, lam)
 
 
-_log_partition_jit = jax.jit(_log_partition)
-_kl_rate_jit = jax.jit(_kl_rate)
-_solve_lambda_jit = jax.jit(_solve_lambda)
-_rate_jit = jax.jit(_rate)
+_log_partition_jit = jit(_log_partition)
+_kl_rate_jit = jit(_kl_rate)
+_solve_lambda_jit = jit(_solve_lambda)
+_rate_jit = jit(_rate)
 
 
-@jax.jit(static_argnums=(3,))
+@jit(static_argnums=(3,))
 def _cumulants_jit(P, r, lam, order):
     out, g = [], lambda x: _cgf(P, r, x)
     for _ in range(order):

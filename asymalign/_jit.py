@@ -1,0 +1,309 @@
+"""``jax.jit`` with a persistent cache of compiled executables (issue 11).
+
+JAX's persistent compilation cache saves XLA's compilation in a new process,
+but not the tracing and lowering that come before it: for the kernels of this
+package these take 0.1-0.5 s each, every process, every shape. :func:`jit`
+is ``jax.jit`` plus a second cache, of whole executables: when a kernel is
+called with concrete arguments, its executable for those static values and
+argument shapes/dtypes is loaded from disk (``jax.experimental.serialize_executable``,
+about 50 ms) or, the first time, compiled and written there. A fresh process
+then pays neither tracing nor lowering nor compilation.
+
+The executable cache is on exactly when the persistent compilation cache is
+turned on through :func:`asymalign._compile_cache.enable_compile_cache` (the
+CLI and sweeps do it by default); it lives in ``<cache dir>/executables``.
+Otherwise, and whenever an argument is a tracer (a kernel called inside a
+user's ``jax.jit``, ``vmap`` or ``grad``), more than one device is visible, or
+an executable cannot be serialized, the call is exactly ``jax.jit``'s.
+
+An entry's key holds the kernel's module and name, its static argument
+values, the argument tree, shapes, dtypes and weak types, ``jax_enable_x64``,
+the JAX and jaxlib versions, the backend, device kind and platform version,
+the machine, ``XLA_FLAGS``, and a hash of this package's source files: editing
+the code, upgrading JAX or moving the cache to another machine never loads a
+stale executable. Entries are written atomically (parallel processes may share
+a directory); one that cannot be read is deleted and rebuilt. Like JAX's cache
+the directory holds executable code: keep it where only you can write.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+import pickle
+import platform
+import tempfile
+import threading
+
+import jax
+
+__all__ = ["jit", "set_executable_cache_dir", "executable_cache_dir", "clear_memory"]
+
+_state = {"dir": None, "fingerprint": None, "environment": None}
+_lock = threading.Lock()
+_kernels: list[_CachedJit] = []
+
+
+def set_executable_cache_dir(path: str | None) -> None:
+    """Use ``path`` for executables (``None``: no executable cache)."""
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
+    _state["dir"] = path
+    clear_memory()
+
+
+def executable_cache_dir() -> str | None:
+    """The directory of the executable cache, or ``None`` when it is off."""
+    return _state["dir"]
+
+
+def clear_memory() -> None:
+    """Forget the executables loaded in this process (the files stay)."""
+    for k in _kernels:
+        k._loaded.clear()
+
+
+def _source_fingerprint() -> str:
+    """Hash of every source file of the package (computed once per process)."""
+    if _state["fingerprint"] is None:
+        root = os.path.dirname(os.path.abspath(__file__))
+        h = hashlib.sha256()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, root).encode())
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+        _state["fingerprint"] = h.hexdigest()
+    return _state["fingerprint"]
+
+
+def _environment() -> tuple:
+    if _state["environment"] is None:
+        import jaxlib
+
+        dev = jax.devices()[0]
+        _state["environment"] = (
+            jax.__version__,
+            jaxlib.__version__,
+            dev.platform,
+            dev.device_kind,
+            getattr(dev.client, "platform_version", ""),
+            platform.machine(),
+            platform.processor(),
+            _source_fingerprint(),
+        )
+    return _state["environment"]
+
+
+def _prepare_runtime() -> None:
+    """What lowering would have set up: JAX registers the CPU LAPACK kernels lazily,
+    when it first lowers a linear-algebra operation (``jax.export`` does the same
+    before it loads a module). A loaded executable that calls LAPACK needs them."""
+    if not _state.get("runtime_ready"):
+        try:
+            from jax._src.lax import linalg as _linalg
+
+            _linalg.initialize_lapack()
+        except (ImportError, AttributeError):  # pragma: no cover - other JAX versions
+            pass
+        _state["runtime_ready"] = True
+
+
+def _compile_fresh(lowered):
+    """``lowered.compile()`` without JAX's persistent cache, or ``None`` if that cannot be done.
+
+    An executable that JAX read back from its own cache cannot be serialized
+    again: XLA:CPU keeps only part of it, and the copy fails when run
+    ("Function ... not found"). So an entry of this cache is always compiled
+    afresh (once), with JAX's cache skipped for that one compilation.
+    """
+    try:
+        from jax._src import compilation_cache as cc
+
+        lock = cc._cache_initialized_mutex
+        with lock:
+            saved = (cc._cache_checked, cc._cache_used)
+            cc._cache_checked, cc._cache_used = True, False
+    except (ImportError, AttributeError):  # pragma: no cover - other JAX versions: no executable cache
+        return None
+    try:
+        return lowered.compile()
+    finally:
+        with lock:
+            cc._cache_checked, cc._cache_used = saved
+
+
+def _aval_key(x):
+    """``(shape, dtype, weak_type)`` of a concrete leaf; ``None`` for a tracer or an unknown type."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, bool | int | float | complex):
+        return ((), type(x).__name__, True)
+    try:
+        aval = jax.typeof(x)
+    except TypeError:
+        return None
+    return (aval.shape, str(aval.dtype), bool(getattr(aval, "weak_type", False)))
+
+
+class _CachedJit:
+    """A ``jax.jit`` function whose executables persist in the executable cache."""
+
+    def __init__(self, fun, static_argnums=(), static_argnames=(), **jit_kwargs):
+        functools.update_wrapper(self, fun)
+        self._name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
+        try:
+            params = list(inspect.signature(fun).parameters.values())
+        except (TypeError, ValueError):  # e.g. a jnp.vectorize object without a signature
+            params = None
+        self._params = params
+        nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+        names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+        if params is not None:
+            names = names + tuple(params[i].name for i in nums if i < len(params))
+        self._static_names = frozenset(names)
+        if params is not None and names:  # both, so that a static argument is static by position or keyword
+            nums = tuple(
+                sorted(
+                    set(nums)
+                    | {
+                        i
+                        for i, p in enumerate(params)
+                        if p.name in self._static_names and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    }
+                )
+            )
+            self._jitted = jax.jit(
+                fun, static_argnums=nums, static_argnames=tuple(sorted(self._static_names)), **jit_kwargs
+            )
+        else:
+            self._jitted = jax.jit(fun, static_argnums=static_argnums, static_argnames=static_argnames, **jit_kwargs)
+        # Cached calls pass the dynamic arguments by position and the static ones by
+        # keyword: this needs every static parameter after every dynamic one.
+        kinds_ok = params is not None and all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params
+        )
+        if kinds_ok and names:
+            pos = [i for i, p in enumerate(params) if p.name in self._static_names]
+            dyn = [i for i, p in enumerate(params) if p.name not in self._static_names]
+            kinds_ok = not dyn or not pos or min(pos) > max(dyn)
+        self._usable = kinds_ok or not names  # no static arguments: any signature
+        self._loaded: dict = {}
+        _kernels.append(self)
+
+    def __getattr__(self, name):  # lower, trace, _cache_size, clear_cache, ...
+        return getattr(self._jitted, name)
+
+    def __call__(self, *args, **kwargs):
+        if _state["dir"] is None or not self._usable or jax.device_count() != 1:
+            return self._jitted(*args, **kwargs)
+        split = self._split(args, kwargs)
+        if split is None:
+            return self._jitted(*args, **kwargs)
+        dynamic, static = split
+        leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+        avals = tuple(_aval_key(x) for x in leaves)
+        if any(a is None for a in avals):  # a tracer: the caller is tracing
+            return self._jitted(*args, **kwargs)
+        try:
+            mem_key = (tuple(sorted(static.items())), treedef, avals, bool(jax.config.jax_enable_x64))
+            hash(mem_key)
+        except TypeError:  # an unhashable static value: jax.jit will say so
+            return self._jitted(*args, **kwargs)
+        compiled = self._loaded.get(mem_key)
+        if compiled is None:
+            compiled = self._load_or_compile(mem_key, dynamic, static)
+            if compiled is None:
+                return self._jitted(*args, **kwargs)
+            self._loaded[mem_key] = compiled
+        return compiled(*dynamic)
+
+    def _split(self, args, kwargs):
+        """``(dynamic positional args, static kwargs)``, or ``None`` to leave the call to ``jax.jit``."""
+        if not self._static_names:
+            return (tuple(args), {}) if not kwargs else None
+        if len(args) > len(self._params):
+            return None
+        values = {}
+        for p, a in zip(self._params, args, strict=False):
+            if p.kind is p.KEYWORD_ONLY:
+                return None
+            values[p.name] = a
+        for k, v in kwargs.items():
+            if k in values or all(p.name != k for p in self._params):
+                return None  # let jax.jit raise its error
+            values[k] = v
+        dynamic, static = [], {}
+        for p in self._params:
+            if p.name in values:
+                v = values[p.name]
+            elif p.default is not p.empty:
+                v = p.default
+            else:
+                return None
+            if p.name in self._static_names:
+                static[p.name] = v
+            elif p.kind is p.KEYWORD_ONLY:
+                return None
+            else:
+                dynamic.append(v)
+        return tuple(dynamic), static
+
+    def _path(self, mem_key) -> str | None:
+        static, treedef, avals, x64 = mem_key
+        text = repr((self._name, static, str(treedef), avals, x64, _environment(), os.environ.get("XLA_FLAGS", "")))
+        if " at 0x" in text:  # a static value without a stable repr: do not cache it
+            return None
+        return os.path.join(_state["dir"], hashlib.sha256(text.encode()).hexdigest() + ".exe")
+
+    def _load_or_compile(self, mem_key, dynamic, static):
+        from jax.experimental import serialize_executable as se
+
+        path = self._path(mem_key)
+        if path is None:
+            return None
+        _prepare_runtime()
+        try:
+            with open(path, "rb") as f:
+                blob, in_tree, out_tree = pickle.load(f)
+            return se.deserialize_and_load(blob, in_tree, out_tree)
+        except FileNotFoundError:
+            pass
+        except Exception:  # a truncated or foreign entry: rebuild it
+            with _lock:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        compiled = _compile_fresh(self._jitted.lower(*dynamic, **static))
+        if compiled is None:
+            return None
+        try:
+            data = pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # not serializable (e.g. host callbacks): in-process only
+            return compiled
+        try:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError:  # a read-only or full cache is not an error
+            pass
+        return compiled
+
+
+def jit(fun=None, /, *, static_argnums=(), static_argnames=(), **jit_kwargs):
+    """``jax.jit`` whose executables persist in the executable cache (see the module docstring).
+
+    Same arguments as ``jax.jit``; usable as ``@jit``, ``@jit(static_argnames=...)``
+    or ``jit(f, static_argnums=...)``. The result forwards ``lower``, ``trace``
+    and the other attributes of the jitted function.
+    """
+    if fun is None:
+        return functools.partial(jit, static_argnums=static_argnums, static_argnames=static_argnames, **jit_kwargs)
+    return _CachedJit(fun, static_argnums=static_argnums, static_argnames=static_argnames, **jit_kwargs)

@@ -1,0 +1,155 @@
+"""The persistent executable cache of :mod:`asymalign._jit` (issue 11).
+
+A kernel's executable, once written, is loaded in a new process instead of
+traced, lowered and compiled. What must hold: the results are those of
+``jax.jit``, bit for bit; a loaded executable builds nothing (no compilation
+event); tracers (``jit``/``vmap``/``grad`` of a caller) bypass the cache; every
+part of the key (static values, shapes, dtypes) separates entries; a damaged
+entry is rebuilt; and an executable that JAX's own cache already held is still
+written so that it runs in a new process (XLA:CPU cannot re-serialize what it
+read back from JAX's cache; that bug failed with "Function ... not found").
+"""
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asymalign import _jit
+from asymalign._compile_cache import CompileCounter
+
+
+@pytest.fixture
+def exec_cache(tmp_path):
+    _jit.set_executable_cache_dir(str(tmp_path / "exe"))
+    yield tmp_path / "exe"
+    _jit.set_executable_cache_dir(None)
+
+
+@functools.partial(_jit.jit, static_argnames=("order", "scale"))
+def _kernel(x, key, tree, order=2, scale=1.0):
+    noise = jax.random.uniform(key, x.shape, x.dtype)
+    return {"power": scale * x**order + noise, "sum": tree["a"].sum() + tree["b"][0]}
+
+
+_plain = jax.jit(_kernel.__wrapped__, static_argnames=("order", "scale"))
+
+
+def _args(n=5, dtype=jnp.float64):
+    x = jnp.linspace(0.0, 1.0, n, dtype=dtype)
+    return x, jax.random.key(3), {"a": jnp.arange(3.0), "b": (jnp.float64(2.0),)}
+
+
+def _same(a, b):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+        assert u.dtype == v.dtype
+
+
+def test_results_are_jax_jit_results_and_a_reload_builds_nothing(exec_cache):
+    x, key, tree = _args()
+    first = _kernel(x, key, tree, order=3)
+    _same(first, _plain(x, key, tree, order=3))
+    assert len(os.listdir(exec_cache)) == 1
+    _jit.clear_memory()  # as a new process: only the file is left
+    with CompileCounter() as c:
+        again = _kernel(x, key, tree, order=3)
+        jax.block_until_ready(again)
+    assert c.count == 0
+    _same(first, again)
+    # static by keyword or by position, defaults left out or given: one entry
+    _same(_kernel(x, key, tree, 3, 1.0), first)
+    assert len(os.listdir(exec_cache)) == 1
+
+
+def test_key_separates_static_values_shapes_and_dtypes(exec_cache):
+    x, key, tree = _args()
+    _kernel(x, key, tree)
+    _kernel(x, key, tree, order=3)
+    _kernel(x, key, tree, scale=2.0)
+    _kernel(_args(n=7)[0], key, tree)
+    _kernel(x.astype(jnp.float32), key, tree)
+    assert len(os.listdir(exec_cache)) == 5
+    _same(_kernel(x, key, tree, scale=2.0), _plain(x, key, tree, scale=2.0))
+    _same(_kernel(x.astype(jnp.float32), key, tree), _plain(x.astype(jnp.float32), key, tree))
+
+
+def test_tracers_bypass_the_cache(exec_cache):
+    x, key, tree = _args()
+    grad = jax.grad(lambda v: _kernel(v, key, tree, order=3)["power"].sum())(x)
+    np.testing.assert_allclose(grad, 3.0 * x**2, rtol=1e-14)
+    batched = jax.vmap(lambda v: _kernel(v, key, tree)["power"])(jnp.stack([x, 2 * x]))
+    _same(batched[1], _plain(2 * x, key, tree)["power"])
+    assert not os.path.exists(exec_cache) or len(os.listdir(exec_cache)) == 0
+
+
+def test_a_damaged_entry_is_rebuilt(exec_cache):
+    x, key, tree = _args()
+    want = _kernel(x, key, tree)
+    (entry,) = os.listdir(exec_cache)
+    (exec_cache / entry).write_bytes(b"not an executable")
+    _jit.clear_memory()
+    _same(_kernel(x, key, tree), want)
+    assert (exec_cache / entry).stat().st_size > 1000
+
+
+def test_off_is_plain_jit(tmp_path):
+    _jit.set_executable_cache_dir(None)
+    x, key, tree = _args()
+    _same(_kernel(x, key, tree), _plain(x, key, tree))
+    assert _jit.executable_cache_dir() is None
+
+
+# Three fresh processes on one cache directory: (1) JAX's cache alone (as before
+# this cache existed), (2) the executable cache turned on: its entries are
+# compiled afresh and written, (3) they are loaded and run. The kernels: the
+# Markov λ solver (LAPACK, which JAX registers only when it lowers), a lattice
+# law and soft best-of-N.
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, json
+    import jax, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    mode, cache = sys.argv[1], sys.argv[2]
+    if mode == "jax-only":
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    else:
+        from asymalign._compile_cache import enable_compile_cache
+        enable_compile_cache(cache)
+    import asymalign as aa
+    from asymalign import markov as mk
+    from asymalign._compile_cache import CompileCounter
+    P = np.array([[0.9, 0.1], [0.3, 0.7]])
+    chain = mk.MarkovChain(P, np.array([0.75, 0.25]))
+    with CompileCounter() as c:
+        lam = float(mk.solve_lambda(chain, np.array([0.0, 1.0]), 0.1))
+        law = aa.reward_law([0.6, 0.3, 0.1], [0.0, 1.0, 2.0], 64)
+        sbon = aa.soft_best_of_n(law, 3.0, 1.0)
+        out = [lam, float(np.asarray(law.log_prob)[40]), float(np.asarray(sbon.log_prob)[40])]
+    print(json.dumps({"out": out, "kernels": c.names.get("jit(_solve_lambda)", 0)}))
+    """
+)
+
+
+def test_fresh_processes_load_executables_that_jax_cache_had(tmp_path):
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ASYMALIGN_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    runs = []
+    for mode in ("jax-only", "exec", "exec"):
+        res = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, mode, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert runs[0]["out"] == runs[1]["out"] == runs[2]["out"]
+    assert runs[0]["kernels"] == 1 and runs[1]["kernels"] == 1  # built: read from JAX's cache, then afresh
+    assert runs[2]["kernels"] == 0  # loaded whole: no compilation event at all
+    assert len(os.listdir(tmp_path / "executables")) >= 3
