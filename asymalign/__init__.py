@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
 from . import markov  # noqa: E402  (Markov references, THEORY.md §14)
+from ._compile_cache import enable_compile_cache
 from .best_of_n import (
     BoNvsKLRL,
     bon_kl_bound,
@@ -117,6 +118,7 @@ __all__ = [
     "cgf_via_renyi_divergence",
     "cross_entropy",
     "Draws",
+    "enable_compile_cache",
     "entropy",
     "Estimate",
     "fit_gao",

@@ -44,6 +44,7 @@ __all__ = ["jit", "set_executable_cache_dir", "executable_cache_dir", "clear_mem
 _state = {"dir": None, "fingerprint": None, "environment": None}
 _lock = threading.Lock()
 _kernels: list[_CachedJit] = []
+_name_counts: dict[str, int] = {}
 
 
 def set_executable_cache_dir(path: str | None) -> None:
@@ -100,10 +101,11 @@ def _environment() -> tuple:
     return _state["environment"]
 
 
-def _prepare_runtime() -> None:
+def _prepare_lapack() -> None:
     """What lowering would have set up: JAX registers the CPU LAPACK kernels lazily,
     when it first lowers a linear-algebra operation (``jax.export`` does the same
-    before it loads a module). A loaded executable that calls LAPACK needs them."""
+    before it loads a module). A loaded executable that calls LAPACK needs them
+    (without them it crashes the process); the others skip the ~0.2 s import."""
     if not _state.get("runtime_ready"):
         try:
             from jax._src.lax import linalg as _linalg
@@ -156,7 +158,11 @@ class _CachedJit:
 
     def __init__(self, fun, static_argnums=(), static_argnames=(), **jit_kwargs):
         functools.update_wrapper(self, fun)
-        self._name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
+        # Two kernels of one function (other static arguments, another vectorize
+        # signature) get distinct names: the n-th made in this process is name#n.
+        name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
+        count = _name_counts[name] = _name_counts.get(name, 0) + 1
+        self._name = name if count == 1 else f"{name}#{count}"
         try:
             params = list(inspect.signature(fun).parameters.values())
         except (TypeError, ValueError):  # e.g. a jnp.vectorize object without a signature
@@ -183,16 +189,12 @@ class _CachedJit:
             )
         else:
             self._jitted = jax.jit(fun, static_argnums=static_argnums, static_argnames=static_argnames, **jit_kwargs)
-        # Cached calls pass the dynamic arguments by position and the static ones by
-        # keyword: this needs every static parameter after every dynamic one.
-        kinds_ok = params is not None and all(
+        # Cached calls bind every argument to its parameter: positional parameters
+        # are passed by position, keyword-only ones by keyword (no *args/**kwargs).
+        simple = params is not None and all(
             p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params
         )
-        if kinds_ok and names:
-            pos = [i for i, p in enumerate(params) if p.name in self._static_names]
-            dyn = [i for i, p in enumerate(params) if p.name not in self._static_names]
-            kinds_ok = not dyn or not pos or min(pos) > max(dyn)
-        self._usable = kinds_ok or not names  # no static arguments: any signature
+        self._usable = simple or not names  # without static arguments any signature works
         self._loaded: dict = {}
         _kernels.append(self)
 
@@ -202,10 +204,10 @@ class _CachedJit:
     def __call__(self, *args, **kwargs):
         if _state["dir"] is None or not self._usable or jax.device_count() != 1:
             return self._jitted(*args, **kwargs)
-        split = self._split(args, kwargs)
-        if split is None:
+        bound = self._bind(args, kwargs)
+        if bound is None:
             return self._jitted(*args, **kwargs)
-        dynamic, static = split
+        pos, kw, dynamic, static = bound
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         avals = tuple(_aval_key(x) for x in leaves)
         if any(a is None for a in avals):  # a tracer: the caller is tracing
@@ -217,16 +219,18 @@ class _CachedJit:
             return self._jitted(*args, **kwargs)
         compiled = self._loaded.get(mem_key)
         if compiled is None:
-            compiled = self._load_or_compile(mem_key, dynamic, static)
+            compiled = self._load_or_compile(mem_key, pos, kw)
             if compiled is None:
                 return self._jitted(*args, **kwargs)
             self._loaded[mem_key] = compiled
-        return compiled(*dynamic)
+        dyn_pos, dyn_kw = dynamic
+        return compiled(*dyn_pos, **dyn_kw)
 
-    def _split(self, args, kwargs):
-        """``(dynamic positional args, static kwargs)``, or ``None`` to leave the call to ``jax.jit``."""
+    def _bind(self, args, kwargs):
+        """``(positional args, keyword args, (dynamic positional, dynamic keyword), static)``
+        with defaults filled in, or ``None`` to leave the call to ``jax.jit``."""
         if not self._static_names:
-            return (tuple(args), {}) if not kwargs else None
+            return (tuple(args), {}, (tuple(args), {}), {}) if not kwargs else None
         if len(args) > len(self._params):
             return None
         values = {}
@@ -238,7 +242,7 @@ class _CachedJit:
             if k in values or all(p.name != k for p in self._params):
                 return None  # let jax.jit raise its error
             values[k] = v
-        dynamic, static = [], {}
+        pos, kw, dyn_pos, dyn_kw, static = [], {}, [], {}, {}
         for p in self._params:
             if p.name in values:
                 v = values[p.name]
@@ -246,13 +250,17 @@ class _CachedJit:
                 v = p.default
             else:
                 return None
+            if p.kind is p.KEYWORD_ONLY:
+                kw[p.name] = v
+            else:
+                pos.append(v)
             if p.name in self._static_names:
                 static[p.name] = v
             elif p.kind is p.KEYWORD_ONLY:
-                return None
+                dyn_kw[p.name] = v
             else:
-                dynamic.append(v)
-        return tuple(dynamic), static
+                dyn_pos.append(v)
+        return tuple(pos), kw, (tuple(dyn_pos), dyn_kw), static
 
     def _path(self, mem_key) -> str | None:
         static, treedef, avals, x64 = mem_key
@@ -261,16 +269,17 @@ class _CachedJit:
             return None
         return os.path.join(_state["dir"], hashlib.sha256(text.encode()).hexdigest() + ".exe")
 
-    def _load_or_compile(self, mem_key, dynamic, static):
+    def _load_or_compile(self, mem_key, pos, kw):
         from jax.experimental import serialize_executable as se
 
         path = self._path(mem_key)
         if path is None:
             return None
-        _prepare_runtime()
         try:
             with open(path, "rb") as f:
                 blob, in_tree, out_tree = pickle.load(f)
+            if b"lapack" in blob:
+                _prepare_lapack()
             return se.deserialize_and_load(blob, in_tree, out_tree)
         except FileNotFoundError:
             pass
@@ -280,7 +289,7 @@ class _CachedJit:
                     os.remove(path)
                 except OSError:
                     pass
-        compiled = _compile_fresh(self._jitted.lower(*dynamic, **static))
+        compiled = _compile_fresh(self._jitted.lower(*pos, **kw))
         if compiled is None:
             return None
         try:

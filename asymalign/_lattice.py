@@ -301,7 +301,7 @@ def _host_thetas(log_w, n: int) -> np.ndarray:
     """The full law's tilts (as :func:`_lattice_thetas`), their number
     ``√n u_max / 3 + 2`` found from the Fisher length, computed without a
     compilation per number of tilts."""
-    th, u = (np.asarray(a) for a in _fisher_length_jit(log_w, jnp.asarray(float(n), log_w.dtype)))
+    th, u = (np.asarray(a) for a in _fisher_length_jit(log_w, device_array(float(n), log_w.dtype)))
     num_tilts = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
     return np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
 

@@ -14,6 +14,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._jit import jit
 from ._lattice import _power_bits
 from .sequence_laws import (
@@ -117,10 +118,8 @@ def _window_law(values, weights, n: int, lam_lo: float, lam_hi: float):
         return None
     a, h, span, log_w = _lattice_log_w(lattice, weights)
     L = n * span + 1
-    x_lo, x_hi = (
-        float(x)
-        for x in _chernoff_cutoffs(jnp.asarray(values), jnp.asarray(np.log(weights)), lam_lo, lam_hi, _WINDOW_BOUND / n)
-    )
+    cut = _chernoff_cutoffs(device_array(values), device_array(np.log(weights)), lam_lo, lam_hi, _WINDOW_BOUND / n)
+    x_lo, x_hi = (float(x) for x in cut)
     i_lo = max(0, int(math.floor(n * (x_lo - a) / h)) - 1)
     i_hi = min(L - 1, int(math.ceil(n * (x_hi - a) / h)) + 1)
     if k == 2:

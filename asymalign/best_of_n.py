@@ -165,13 +165,13 @@ def bon_vs_klrl_on_law(
     check_nonneg(delta, "delta")
     check_real(lam, "lam", allow_inf=True)
     dt = law.log_prob.dtype
-    n = jnp.asarray(law.n, dt)
+    n = device_array(law.n, dt)
     if isinstance(law.levels, np.ndarray) and isinstance(law.log_prob, np.ndarray):
         levels, log_prob = _pad_host(law.levels, law.log_prob)
     else:
         levels, log_prob = _pad(law.levels, law.log_prob)
-    args = (jnp.asarray(delta, dt), jnp.asarray(lam, dt), jnp.asarray(rl_reward, dt))
-    (levels, log_prob), (n, *args, lumped) = _broadcast((levels, log_prob), (n, *args, jnp.asarray(lumped)))
+    args = (device_array(delta, dt), device_array(lam, dt), device_array(rl_reward, dt))
+    (levels, log_prob), (n, *args, lumped) = _broadcast((levels, log_prob), (n, *args, device_array(lumped)))
     return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, lumped))
 
 

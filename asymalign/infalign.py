@@ -45,6 +45,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _like
 from ._level_kernels import (
@@ -480,6 +481,14 @@ def _co_calibrated(levels, log_ref):
 
 
 @jit
+def _best_nd(levels, log_ref, log_n, delta):
+    """:func:`_best_batch` of a batch of any shape (flattened and restored in one executable)."""
+    batch = log_n.shape
+    flat = [x.reshape((-1,) + x.shape[len(batch) :]) for x in (levels, log_ref, log_n, delta)]
+    return tuple(x.reshape(batch + x.shape[1:]) for x in _best_batch(*flat)[:3])
+
+
+@jit
 def _best_batch(levels, log_ref, log_n, delta):
     """Best-of-N over a flat batch ``(B, l), (B, l), (B,), (B,)``, one problem after
     another in order of increasing budget within each run of equal laws
@@ -565,11 +574,9 @@ def infalign_optimum(
     dt = ref.log_prob.dtype
     # Small buckets (>= 8): worst-of-N runs one start per (padded) level.
     levels, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob), _bucket(length, 8))
-    rows, scalars = _broadcast((levels, log_ref), (jnp.asarray(log_num_samples, dt), jnp.asarray(delta, dt)))
+    rows, scalars = _broadcast((levels, log_ref), (device_array(log_num_samples, dt), device_array(delta, dt)))
     if worst:
         log_q, beta, win = _vec_worst(*rows, *scalars)
     else:
-        batch = scalars[0].shape
-        flat = [x.reshape((-1,) + x.shape[len(batch) :]) for x in (*rows, *scalars)]
-        log_q, beta, win = (x.reshape(batch + x.shape[1:]) for x in _best_batch(*flat)[:3])
+        log_q, beta, win = _best_nd(*rows, *scalars)
     return InfAlignOptimum(_like(ref, log_q[..., :length]), beta, win)

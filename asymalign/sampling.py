@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._validate import is_concrete
 
 # Above this many thresholds, binary search beats comparing with all of them.
@@ -198,7 +199,7 @@ def _alias_table_host(masses: bytes, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _alias_table(p, m: int) -> _Alias:
     thr, alias = _alias_table_host(_token_masses(p).astype(np.int64).tobytes(), m)
-    return _Alias(jnp.asarray(thr), jnp.asarray(alias))
+    return _Alias(device_array(thr), device_array(alias))
 
 
 def _alias_split(bits, table: _Alias):

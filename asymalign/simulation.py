@@ -147,23 +147,23 @@ def _prepare(key, p, r, g, n, num_trials, chunk_size):
     if g is not None:
         _check_vector(g, "g")
         check_reward(g, p, "g", "p")
-        g = jnp.asarray(g, nx.float_dtype(g))
+        g = device_array(g, nx.float_dtype(g))
     n = check_positive_int(n, "n")
     num_trials = check_positive_int(num_trials, "num_trials")
     chunk_size = _DEFAULT_CHUNK if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
-    r = jnp.asarray(r, nx.float_dtype(r))
+    r = device_array(r, nx.float_dtype(r))
     group, sampler = make_sampler(p, n)
     return r, g, n, num_trials, chunk_size, group, sampler
 
 
 def _temperature(temperature, dtype):
     if temperature is None:
-        return False, jnp.ones((), dtype)
+        return False, device_array(np.ones((), dtype))
     if is_concrete(temperature):
         t = np.asarray(temperature)
         if t.ndim != 0 or not np.issubdtype(t.dtype, np.number) or np.isnan(t) or not t > 0:
             raise ValueError(f"temperature must be a real number > 0 (or None for hard best-of-N), got {temperature!r}")
-    return True, jnp.asarray(temperature, dtype)
+    return True, device_array(temperature, dtype)
 
 
 def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperature, g, return_tokens, chunk_size):
@@ -172,7 +172,7 @@ def _run(key, p, r, n, num_samples, num_trials, *, poisson_mean, worst, temperat
     poisson = poisson_mean is not None
     sizing = _poisson_bucket(poisson_mean) if poisson else bucket(num_samples)
     kw = dict(worst=bool(worst), soft=soft, poisson=poisson, return_tokens=bool(return_tokens), group=group)
-    mean = jnp.asarray(poisson_mean if poisson else 0.0, r.dtype)
+    mean = device_array(poisson_mean if poisson else 0.0, r.dtype)
     samples = None if poisson else np.int32(num_samples)
     traced = _traced_plan(n, sizing, num_trials, chunk_size, r.shape[0], group)
     if traced is not None:
