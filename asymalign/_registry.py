@@ -30,3 +30,22 @@ EXPERIMENTS: dict[str, str] = {
         "memory, and Rényi cross-entropy rates of chains"
     ),
 }
+
+# Rough cold-run cost of each experiment in ``reproduce --quick`` (seconds on 2
+# CPU cores with an empty compilation cache; ``benchmarks/cold_start.py
+# --experiments``). ``reproduce --jobs J`` starts the costliest first, so that
+# no worker is left alone with a long experiment at the end.
+COLD_COST_S: dict[str, float] = {
+    "goodhart": 19,
+    "sentiment": 18,
+    "infalign": 15,
+    "soft_bon": 12,
+    "frontier": 11,
+    "bon_vs_rl_kl": 11,
+    "markov": 11,
+    "optimize": 7,
+    "bon_kl_bound": 5.5,
+    "ldp": 5,
+    "near_optimal": 5,
+    "cumulants": 4.5,
+}

@@ -352,7 +352,10 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
         ctx = mp.get_context("spawn")  # JAX is not fork-safe
         pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=caches)
         try:
-            futures = {pool.submit(_run_one, name, out, quick, seed, env): name for name in names}
+            from ._registry import COLD_COST_S
+
+            longest_first = sorted(names, key=lambda n: -COLD_COST_S.get(n, 0.0))
+            futures = {pool.submit(_run_one, name, out, quick, seed, env): name for name in longest_first}
             for fut in cf.as_completed(futures):
                 name = futures[fut]
                 results[name] = fut.result()
