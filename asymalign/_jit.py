@@ -17,8 +17,8 @@ user's ``jax.jit``, ``vmap`` or ``grad``), more than one device is visible, or
 an executable cannot be serialized, the call is exactly ``jax.jit``'s.
 
 An entry's key holds the kernel's module and name, its static argument
-values, the argument tree, shapes, dtypes and weak types, ``jax_enable_x64``,
-the JAX and jaxlib versions, the backend, device kind and platform version,
+values, the argument tree, shapes, dtypes and weak types, ``jax_enable_x64``
+and the other settings that change tracing, the JAX and jaxlib versions, the backend, device kind and platform version,
 the machine, ``XLA_FLAGS``, and a hash of this package's source files: editing
 the code, upgrading JAX or moving the cache to another machine never loads a
 stale executable. Entries are written atomically (parallel processes may share
@@ -99,6 +99,23 @@ def _environment() -> tuple:
             _source_fingerprint(),
         )
     return _state["environment"]
+
+
+_TRACE_CONFIG = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_numpy_rank_promotion",
+    "jax_numpy_dtype_promotion",
+    "jax_default_prng_impl",
+    "jax_threefry_partitionable",
+    "jax_debug_nans",
+    "jax_debug_infs",
+)
+
+
+def _trace_config() -> tuple:
+    """The JAX settings that change what tracing produces (or whether it raises)."""
+    return tuple(getattr(jax.config, name, None) for name in _TRACE_CONFIG)
 
 
 def _prepare_lapack() -> None:
@@ -213,7 +230,7 @@ class _CachedJit:
         if any(a is None for a in avals):  # a tracer: the caller is tracing
             return self._jitted(*args, **kwargs)
         try:
-            mem_key = (tuple(sorted(static.items())), treedef, avals, bool(jax.config.jax_enable_x64))
+            mem_key = (tuple(sorted(static.items())), treedef, avals, _trace_config())
             hash(mem_key)
         except TypeError:  # an unhashable static value: jax.jit will say so
             return self._jitted(*args, **kwargs)
@@ -263,8 +280,8 @@ class _CachedJit:
         return tuple(pos), kw, (tuple(dyn_pos), dyn_kw), static
 
     def _path(self, mem_key) -> str | None:
-        static, treedef, avals, x64 = mem_key
-        text = repr((self._name, static, str(treedef), avals, x64, _environment(), os.environ.get("XLA_FLAGS", "")))
+        static, treedef, avals, config = mem_key
+        text = repr((self._name, static, str(treedef), avals, config, _environment(), os.environ.get("XLA_FLAGS", "")))
         if " at 0x" in text:  # a static value without a stable repr: do not cache it
             return None
         return os.path.join(_state["dir"], hashlib.sha256(text.encode()).hexdigest() + ".exe")

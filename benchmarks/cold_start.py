@@ -5,7 +5,9 @@ Python processes each time:
 
 * ``cold``: ``import asymalign`` + the first call, JAX's persistent
   compilation cache pointed at an EMPTY directory (every kernel compiles);
-* ``warm``: the same in a new process with that cache now filled;
+* ``warm``: the same in a new process with that cache now filled (JAX's
+  persistent compilation cache and the package's executable cache, both
+  turned on by ``enable_compile_cache``);
 * ``baseline``: ``import numpy, scipy`` + the plain NumPy/SciPy way
   (``benchmarks/baselines.py``) on the same inputs.
 
