@@ -155,3 +155,48 @@ def test_fresh_processes_load_executables_that_jax_cache_had(tmp_path):
     assert runs[0]["kernels"] == 1 and runs[1]["kernels"] == 1  # built: read from JAX's cache, then afresh
     assert runs[2]["kernels"] == 0  # loaded whole: no compilation event at all
     assert len(os.listdir(tmp_path / "executables")) >= 3
+
+
+def test_sweep_kernels_of_package_quantities_only_are_cached():
+    from asymalign.sweep import quantities as sq
+    from asymalign.sweep.run import _Specs
+
+    builtin = _Specs(tuple(sq.QUANTITIES[name] for name in ("lambda_star", "klrl_reward")))
+    assert " at 0x" not in repr(builtin) and "asymalign." in repr(builtin)
+    assert builtin == _Specs(builtin.specs) and hash(builtin) == hash(_Specs(builtin.specs))
+    user = sq.Quantity("mine", (("iid", lambda unit: unit.deltas),), (), "")
+    assert " at 0x" in repr(_Specs((*builtin.specs, user)))  # the cache leaves such a kernel to jax.jit
+
+
+def test_sweep_through_the_executable_cache_gives_the_same_table(exec_cache, tmp_path):
+    import tomllib
+
+    from asymalign import sweep
+
+    cfg = sweep.parse_config(
+        tomllib.loads(
+            """
+            quantities = ["lambda_star", "bon_reward"]
+            [[reference]]
+            family = "dirichlet"
+            k = 3
+            concentration = 1.0
+            count = 2
+            seed = 0
+            [[reward]]
+            family = "linear"
+            [grid]
+            delta = [0.05, 0.2]
+            n = [4, 16]
+            """
+        )
+    )
+    sweep.run_sweep(cfg, tmp_path / "a", resume=False, progress=False, compile_cache=False)
+    assert len(os.listdir(exec_cache)) >= 1
+    _jit.clear_memory()
+    with CompileCounter() as c:
+        sweep.run_sweep(cfg, tmp_path / "b", resume=False, progress=False, compile_cache=False)
+    assert not any("unit_batch" in name for name in c.names), c.names  # loaded, not built
+    first, second = sweep.read_results(tmp_path / "a"), sweep.read_results(tmp_path / "b")
+    for col in ("lambda_star", "bon_reward"):
+        np.testing.assert_array_equal(np.asarray(first[col]), np.asarray(second[col]))

@@ -139,7 +139,7 @@ def test_reference_run_compiles_once(work, reference_run):
     """The whole memoryless sweep (k = 2 and k = 3, lattice and types laws) is
     one executable; an unfused plan of the same config has three groups."""
     log = (work / "ref-stderr.txt").read_text()
-    assert log.count("Compiling jit(_unit_fn)") == 1, log[-3000:]
+    assert log.count("Compiling jit(_unit_batch)") == 1, log[-3000:]
     cfg = sweep.load_config(work / "t.toml")
     plan = sweep.make_plan(cfg, int(CHUNK))
     assert [key for key, _ in plan.groups] == [sweep.plan.GroupKey("iid", 4, "host", None, 64)]

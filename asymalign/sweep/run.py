@@ -81,15 +81,54 @@ def _unit_fn(arrays, xs, deltas, *, kind, n, method, specs):
     return tuple(jnp.broadcast_to(jnp.asarray(q.fn(kind)(unit), deltas.dtype), shape) for q in specs)
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(mesh, kind, n, method, specs):
+def _unit_batch(arrays, xs, deltas, kind, n, method, specs):
+    """:func:`_unit_fn` over a batch of units (``specs``: a :class:`_Specs`)."""
     import jax
+
+    fn = functools.partial(_unit_fn, kind=kind, n=n, method=method, specs=specs.specs)
+    return jax.vmap(fn, in_axes=(0, 0, None))(arrays, xs, deltas)
+
+
+class _Specs:
+    """The requested quantities as a static argument of the unit kernel.
+
+    Its ``repr`` names each implementation by module and qualified name when
+    all of them are module-level functions of this package, so the kernel's
+    executable can be kept in the executable cache (:mod:`asymalign._jit`),
+    whose key holds the package's source hash. A user-registered quantity (or
+    a closure) is not covered by that hash: its ``repr`` then holds an object
+    address, which keeps the executable out of the cache.
+    """
+
+    def __init__(self, specs):
+        self.specs = tuple(specs)
+
+    def __eq__(self, other):
+        return isinstance(other, _Specs) and self.specs == other.specs
+
+    def __hash__(self):
+        return hash(self.specs)
+
+    def __repr__(self):
+        parts = []
+        for q in self.specs:
+            for kind, fn in q.impls:
+                mod, qual = getattr(fn, "__module__", "") or "", getattr(fn, "__qualname__", "")
+                if not mod.startswith("asymalign.") or not qual or "<" in qual:
+                    return f"<_Specs of user quantities at {id(self):#x}>"
+                parts.append(f"{q.name}:{kind}:{mod}.{qual}:{q.axes}")
+        return f"_Specs({', '.join(parts)})"
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(mesh):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    fn = functools.partial(_unit_fn, kind=kind, n=n, method=method, specs=specs)
-    out = NamedSharding(mesh, P("batch"))
-    return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)), out_shardings=tuple(out for _ in specs))
+    from .._jit import jit
+
+    out = NamedSharding(mesh, P("batch"))  # every output
+    return jit(_unit_batch, static_argnames=("kind", "n", "method", "specs"), out_shardings=out)
 
 
 def _global_array(host: np.ndarray, sharding):
@@ -141,8 +180,9 @@ def _evaluate_chunk(plan: Plan, cfg: SweepConfig, chunk, mesh) -> dict[str, np.n
     arrays = {k: _global_array(np.stack([a[k] for a in per_model]), batch) for k in per_model[0]}
     xs = np.stack([x_values(m, plan) if plan.xs else np.zeros(1) for m in models]).reshape(B, X)
     deltas = np.asarray(plan.deltas if plan.deltas else (0.0,), dtype=np.float64)
-    fn = _compiled(mesh, kind, n, method, cfg.specs)
-    outs = fn(arrays, _global_array(xs, batch), _global_array(deltas, NamedSharding(mesh, P())))
+    fn = _compiled(mesh)
+    xs, deltas = _global_array(xs, batch), _global_array(deltas, NamedSharding(mesh, P()))
+    outs = fn(arrays, xs, deltas, kind=kind, n=n, method=method, specs=_Specs(cfg.specs))
     res = {col: gather(o)[: len(members)].reshape(-1) for col, o in zip(cfg.columns, outs, strict=True)}
     res["rows"] = np.concatenate([np.arange(u * D * X, (u + 1) * D * X) for u in members]).astype(np.int64)
     return res
