@@ -104,6 +104,9 @@ def enable_compile_cache(setting: bool | str | os.PathLike | None = None) -> str
     directory re-initialises JAX's cache. A directory that cannot be created
     leaves the cache off (a cache is an optimisation, never an error). The
     directory holds executable code: keep it where only you can write.
+    Entries of older package or JAX versions are not read again, nor
+    removed: delete the directory to reclaim the space (tens of MB for the
+    experiments).
 
     Args:
       setting: ``None`` or ``True``: ``$ASYMALIGN_COMPILE_CACHE`` if set (a

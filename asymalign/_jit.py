@@ -313,13 +313,15 @@ class _CachedJit:
             data = pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # not serializable (e.g. host callbacks): in-process only
             return compiled
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError:  # a read-only or full cache is not an error
-            pass
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
         return compiled
 
 

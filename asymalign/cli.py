@@ -49,6 +49,9 @@ class CLIError(Exception):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self):  # raised in a reproduce worker process: keep the status
+        return (CLIError, (str(self), self.status))
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one clear line instead of usage + message
@@ -358,7 +361,14 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
             futures = {pool.submit(_run_one, name, out, quick, seed, env): name for name in longest_first}
             for fut in cf.as_completed(futures):
                 name = futures[fut]
-                results[name] = fut.result()
+                try:
+                    results[name] = fut.result()
+                except cf.process.BrokenProcessPool:
+                    raise CLIError(
+                        f"a worker process died while running '{name}' (or another experiment); "
+                        "rerun with --jobs 1 to see the error in this process",
+                        1,
+                    ) from None
                 bar.set_postfix_str(name)
                 bar.update()
         except BaseException:

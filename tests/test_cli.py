@@ -271,3 +271,10 @@ def test_parallel_reproduce_writes_what_one_process_writes(tmp_path):
             assert (tmp_path / "two" / f"{name}.{ext}").stat().st_size > 0
         assert (tmp_path / "one" / f"{name}.csv").read_text() == (tmp_path / "two" / f"{name}.csv").read_text()
         assert serial[name].summary.keys() == parallel[name].summary.keys()
+
+
+def test_errors_of_worker_processes_keep_their_status():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(cli.CLIError("cannot write outputs", 1)))
+    assert str(err) == "cannot write outputs" and err.status == 1
