@@ -18,8 +18,9 @@ an executable cannot be serialized, the call is exactly ``jax.jit``'s.
 
 An entry's key holds the kernel's module and name, its static argument
 values, the argument tree, shapes, dtypes and weak types, ``jax_enable_x64``
-and the other settings that change tracing, the JAX and jaxlib versions, the backend, device kind and platform version,
-the machine, ``XLA_FLAGS``, and a hash of this package's source files: editing
+and the other settings that change tracing, the JAX and jaxlib versions, the
+backend, device kind and platform version, the machine, ``XLA_FLAGS``, and a
+hash of this package's source files: editing
 the code, upgrading JAX or moving the cache to another machine never loads a
 stale executable. Entries are written atomically (parallel processes may share
 a directory); one that cannot be read is deleted and rebuilt. Like JAX's cache
@@ -35,14 +36,15 @@ import os
 import pickle
 import platform
 import tempfile
-import threading
 
 import jax
 
 __all__ = ["jit", "set_executable_cache_dir", "executable_cache_dir", "clear_memory"]
 
 _state = {"dir": None, "fingerprint": None, "environment": None}
-_lock = threading.Lock()
+# In ``_loaded``: a call signature whose executable is not cached (a static value
+# without a stable repr): jax.jit handles it, without a new look at the disk.
+_PLAIN = object()
 _kernels: list[_CachedJit] = []
 _name_counts: dict[str, int] = {}
 
@@ -237,9 +239,9 @@ class _CachedJit:
         compiled = self._loaded.get(mem_key)
         if compiled is None:
             compiled = self._load_or_compile(mem_key, pos, kw)
-            if compiled is None:
-                return self._jitted(*args, **kwargs)
-            self._loaded[mem_key] = compiled
+            self._loaded[mem_key] = _PLAIN if compiled is None else compiled
+        if compiled is None or compiled is _PLAIN:
+            return self._jitted(*args, **kwargs)
         dyn_pos, dyn_kw = dynamic
         return compiled(*dyn_pos, **dyn_kw)
 
@@ -301,11 +303,10 @@ class _CachedJit:
         except FileNotFoundError:
             pass
         except Exception:  # a truncated or foreign entry: rebuild it
-            with _lock:
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         compiled = _compile_fresh(self._jitted.lower(*pos, **kw))
         if compiled is None:
             return None

@@ -317,6 +317,42 @@ def _worker_init(jax_cache: str | None, executable_cache: str | None) -> None:
     _jit.set_executable_cache_dir(executable_cache)
 
 
+def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: dict, bar) -> dict:
+    """``reproduce`` in ``jobs`` spawned worker processes, costliest experiment first."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    import jax
+
+    from . import _jit
+    from ._registry import COLD_COST_S
+
+    caches = (jax.config.jax_compilation_cache_dir or None, _jit.executable_cache_dir())
+    ctx = mp.get_context("spawn")  # JAX is not fork-safe
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=caches)
+    results = {}
+    try:
+        longest_first = sorted(names, key=lambda n: -COLD_COST_S.get(n, 0.0))
+        futures = {pool.submit(_run_one, name, out, quick, seed, env): name for name in longest_first}
+        for fut in cf.as_completed(futures):
+            name = futures[fut]
+            try:
+                results[name] = fut.result()
+            except cf.process.BrokenProcessPool:
+                raise CLIError(
+                    f"a worker process died while running '{name}' (or another experiment); "
+                    "rerun with --jobs 1 to see the error in this process",
+                    1,
+                ) from None
+            bar.set_postfix_str(name)
+            bar.update()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return {name: results[name] for name in names}
+
+
 def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True, jobs: int = 1) -> dict:
     """Run ``names`` and write their outputs to ``out``; returns ``{name: Result}``.
 
@@ -340,43 +376,16 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
     jobs = max(1, min(int(jobs), len(names)))
     bar = tqdm(total=len(names), desc="reproduce", unit="exp", disable=not progress, file=sys.stderr)
     t_all = time.perf_counter()
-    if jobs == 1:
-        for name in names:
-            bar.set_postfix_str(name)
-            results[name] = _run_one(name, out, quick, seed, env)
-            bar.update()
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        from . import _jit
-
-        caches = (jax.config.jax_compilation_cache_dir or None, _jit.executable_cache_dir())
-        ctx = mp.get_context("spawn")  # JAX is not fork-safe
-        pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=caches)
-        try:
-            from ._registry import COLD_COST_S
-
-            longest_first = sorted(names, key=lambda n: -COLD_COST_S.get(n, 0.0))
-            futures = {pool.submit(_run_one, name, out, quick, seed, env): name for name in longest_first}
-            for fut in cf.as_completed(futures):
-                name = futures[fut]
-                try:
-                    results[name] = fut.result()
-                except cf.process.BrokenProcessPool:
-                    raise CLIError(
-                        f"a worker process died while running '{name}' (or another experiment); "
-                        "rerun with --jobs 1 to see the error in this process",
-                        1,
-                    ) from None
+    try:
+        if jobs == 1:
+            for name in names:
                 bar.set_postfix_str(name)
+                results[name] = _run_one(name, out, quick, seed, env)
                 bar.update()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-        results = {name: results[name] for name in names}
-    bar.close()
+        else:
+            results = _run_in_workers(names, jobs, out, quick, seed, env, bar)
+    finally:  # the bar's line ends before any error is printed
+        bar.close()
     if progress:
         print(
             f"wrote {len(names)} experiment(s) to {out}/ in {time.perf_counter() - t_all:.1f} s",

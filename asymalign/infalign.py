@@ -488,7 +488,6 @@ def _best_nd(levels, log_ref, log_n, delta):
     return tuple(x.reshape(batch + x.shape[1:]) for x in _best_batch(*flat)[:3])
 
 
-@jit
 def _best_batch(levels, log_ref, log_n, delta):
     """Best-of-N over a flat batch ``(B, l), (B, l), (B,), (B,)``, one problem after
     another in order of increasing budget within each run of equal laws

@@ -278,3 +278,28 @@ def test_errors_of_worker_processes_keep_their_status():
 
     err = pickle.loads(pickle.dumps(cli.CLIError("cannot write outputs", 1)))
     assert str(err) == "cannot write outputs" and err.status == 1
+
+
+def test_a_dead_worker_is_one_clear_error(tmp_path):
+    """A worker process that dies (here: os._exit in an experiment) ends the run with one error line."""
+    fake = tmp_path / "experiments"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import importlib\n"
+        "from asymalign._registry import EXPERIMENTS\n"
+        "def load(name):\n"
+        "    return importlib.import_module(f'{__name__}.{name}')\n"
+    )
+    (fake / "_common.py").write_text("def to_jsonable(x):\n    return x\n")
+    for name in ("ldp", "cumulants"):
+        (fake / f"{name}.py").write_text("import os\ndef compute(key, *, quick=False):\n    os._exit(3)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env[cli.EXPERIMENTS_ENV] = str(fake)
+    res = subprocess.run(
+        [sys.executable, "-m", "asymalign.cli", "reproduce", "--only", "ldp", "cumulants", "--jobs", "2",
+         "--no-compile-cache", "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr[-2000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("asymalign: error:")]
+    assert len(errors) == 1 and "worker process died" in errors[0] and "--jobs 1" in errors[0], res.stderr[-2000:]

@@ -91,6 +91,21 @@ def test_tracers_bypass_the_cache(exec_cache):
     assert not os.path.exists(exec_cache) or len(os.listdir(exec_cache)) == 0
 
 
+@functools.partial(_jit.jit, static_argnames=("fn",))
+def _apply(x, fn):
+    return fn(x)
+
+
+def test_a_static_value_without_a_stable_repr_is_left_to_jax_jit(exec_cache):
+    x = jnp.arange(4.0)
+    double = lambda v: 2.0 * v  # noqa: E731  (its repr holds an address: not a key across processes)
+    np.testing.assert_array_equal(_apply(x, double), 2.0 * x)
+    np.testing.assert_array_equal(_apply(x, double), 2.0 * x)
+    assert not os.path.exists(exec_cache) or os.listdir(exec_cache) == []
+    assert list(_apply._loaded.values()) == [_jit._PLAIN]  # decided once, not at every call
+    np.testing.assert_array_equal(_apply(x, jnp.sin), jnp.sin(x))
+
+
 def test_a_damaged_entry_is_rebuilt(exec_cache):
     x, key, tree = _args()
     want = _kernel(x, key, tree)
