@@ -327,8 +327,16 @@ def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs
 # ---------------------------------------------------------------------------
 
 
+def _simulation_work(static: dict) -> int:
+    """Tokens a :func:`_simulate` call draws (for :func:`asymalign._jit.jit`'s choice of compiler options)."""
+    block, bpc, num_chunks, tpc, num_trial_chunks = static["plan"]
+    n = static["n"] if static.get("shape") is None else static["shape"].tokens
+    return block * bpc * num_chunks * n * tpc * num_trial_chunks
+
+
 @functools.partial(
     jit,
+    work=_simulation_work,
     static_argnames=(
         "n",
         "num_samples",
@@ -459,7 +467,11 @@ def _simulate(
     return rewards, tokens, gold, counts
 
 
-@functools.partial(jit, static_argnames=("n", "num_draws", "num_trials", "block", "bpb", "tpb", "group"))
+@functools.partial(
+    jit,
+    static_argnames=("n", "num_draws", "num_trials", "block", "bpb", "tpb", "group"),
+    work=lambda s: s["n"] * s["num_draws"] * s["num_trials"],
+)
 def _draws(key, sampler, r, g, *, n, num_draws, num_trials, block, bpb, tpb, group):
     draw = _block_drawer(sampler, r, g, n=n, block=block, group=group, return_tokens=False)
     num_blocks = -(-num_draws // block)

@@ -2,7 +2,7 @@
 
 A kernel's executable, once written, is loaded in a new process instead of
 traced, lowered and compiled. What must hold: the results are those of
-``jax.jit``, bit for bit; a loaded executable builds nothing (no compilation
+``jax.jit`` with the same compiler options, bit for bit; a loaded executable builds nothing (no compilation
 event); tracers (``jit``/``vmap``/``grad`` of a caller) bypass the cache; every
 part of the key (static values, shapes, dtypes) separates entries; a damaged
 entry is rebuilt; and an executable that JAX's own cache already held is still
@@ -38,7 +38,10 @@ def _kernel(x, key, tree, order=2, scale=1.0):
     return {"power": scale * x**order + noise, "sum": tree["a"].sum() + tree["b"][0]}
 
 
-_plain = jax.jit(_kernel.__wrapped__, static_argnames=("order", "scale"))
+# These calls are small: compiled with the fast-compile options (tested below).
+_plain = jax.jit(
+    _kernel.__wrapped__, static_argnames=("order", "scale"), compiler_options=_jit._fast_compile_options()
+)
 
 
 def _args(n=5, dtype=jnp.float64):
@@ -102,8 +105,59 @@ def test_a_static_value_without_a_stable_repr_is_left_to_jax_jit(exec_cache):
     np.testing.assert_array_equal(_apply(x, double), 2.0 * x)
     np.testing.assert_array_equal(_apply(x, double), 2.0 * x)
     assert not os.path.exists(exec_cache) or os.listdir(exec_cache) == []
-    assert list(_apply._loaded.values()) == [_jit._PLAIN]  # decided once, not at every call
+    assert len(_apply._loaded) == 1  # decided once (compiled in memory), not at every call
     np.testing.assert_array_equal(_apply(x, jnp.sin), jnp.sin(x))
+
+
+@functools.partial(_jit.jit, static_argnames=("m",), work=lambda s: s["m"])
+def _scaled(x, m):
+    return jnp.exp(x) * m
+
+
+@pytest.fixture
+def compile_options(monkeypatch):
+    """The compiler options of every compilation by :mod:`asymalign._jit`, in order."""
+    seen = []
+    compile_ = _jit._compile
+
+    def record(lowered, options):
+        seen.append(dict(options))
+        return compile_(lowered, options)
+
+    monkeypatch.setattr(_jit, "_compile", record)
+    return seen
+
+
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_options, tmp_path, with_cache):
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    _jit.set_executable_cache_dir(str(tmp_path / "exe") if with_cache else None)
+    try:
+        fast = _jit.FAST_COMPILE_OPTIONS
+        small = jnp.linspace(0.0, 1.0, _jit.SMALL_ELEMENTS - 1)
+        big = jnp.linspace(0.0, 1.0, _jit.SMALL_ELEMENTS)
+        np.testing.assert_allclose(_scaled(small, m=3), 3 * np.exp(np.asarray(small)), rtol=1e-15)
+        np.testing.assert_allclose(_scaled(big, m=3), 3 * np.exp(np.asarray(big)), rtol=1e-15)
+        _scaled(small, m=_jit.SMALL_ELEMENTS)  # small arrays, large declared work
+        _scaled(small, m=3)  # known signature: nothing new
+        if with_cache:  # every executable is compiled here, so that it can be written
+            assert compile_options == [fast, {}, {}]
+        else:  # a large call is jax.jit's own
+            assert compile_options == [fast]
+    finally:
+        _jit.set_executable_cache_dir(None)
+
+
+def test_xla_flags_choosing_the_emitters_win(monkeypatch, compile_options):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=true")
+    monkeypatch.delitem(_jit._state, "fast_options", raising=False)
+    try:
+        _jit.clear_memory()
+        _scaled(jnp.arange(3.0), m=2)
+        assert compile_options == []  # left to jax.jit, which reads XLA_FLAGS
+    finally:
+        monkeypatch.delitem(_jit._state, "fast_options", raising=False)
 
 
 def test_a_damaged_entry_is_rebuilt(exec_cache):
