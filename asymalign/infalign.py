@@ -379,16 +379,19 @@ def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
 
     def step(state):
         it, score, x, lam, log_q, w, merit, g, m, d, t, change, _ = state
+        first = it == 0  # the start itself (d = 0): evaluated by this same body, so it is compiled once
         cand = jnp.where(on, score + t * d, 0.0)
         x_c, lam_c, log_c = _tilt(pre.log_ref, cand, delta, x)
         g_c, w_c, m_c, merit_c = evaluate(cand, log_c)
         move = jnp.sum(jnp.abs(jnp.exp(log_c) - jnp.exp(log_q)))
-        keep = merit_c >= merit - 1e-15
+        keep = first | (merit_c >= merit - 1e-15)
         if newton:  # a full Newton step this small is in the quadratic regime, where W is flat to rounding
             keep = keep | ((t == 1.0) & (move <= 1e-7))
         d_c = jax.lax.cond(keep, direction, lambda *_: d, cand, lam_c, log_c, g_c, m_c)
         stall = keep & (t == 1.0) & (move < 1e-12) & (move > 0.5 * change) if newton else False
         done = (keep & (t == 1.0) & (move <= _TOL)) | stall | (t < 1e-8)
+        done = jnp.where(first, jnp.isinf(lam_c) | (delta <= 0), done)
+        move = jnp.where(first, 1.0, move)
         new = (
             it + 1,
             jnp.where(keep, cand, score),
@@ -406,17 +409,16 @@ def _solve_from(pre: _Prep, delta, sign, score0, x0, newton: bool):
         )
         return new
 
-    def cont(state):
-        return (state[0] < (_NEWTON_ITERS if newton else _MAX_ITERS)) & ~state[-1]
+    def cont(state):  # one more pass than steps: the first evaluates the start
+        return (state[0] <= (_NEWTON_ITERS if newton else _MAX_ITERS)) & ~state[-1]
 
     score0 = jnp.where(on, score0, 0.0)
-    x0, lam0, log_q0 = _tilt(pre.log_ref, score0, delta, x0)
-    g0, w0, m0, merit0 = evaluate(score0, log_q0)
-    d0 = direction(score0, lam0, log_q0, g0, m0)
-    one = jnp.asarray(1.0, pre.log_ref.dtype)
-    state = (0, score0, x0, lam0, log_q0, w0, merit0, g0, m0, d0, one, one, jnp.isinf(lam0) | (delta <= 0))
+    dt = pre.log_ref.dtype
+    one, zero = jnp.asarray(1.0, dt), jnp.zeros_like(score0)
+    # placeholders for the start's values, all replaced by the first pass
+    state = (0, score0, x0, one, jnp.zeros_like(score0), one, one, zero, zero, zero, one, one, jnp.asarray(False))
     it, score, x, lam, log_q, w, _, g, _, _, _, change, _ = jax.lax.while_loop(cont, step, state)
-    return score, x, lam, log_q, w, g, (it, change)
+    return score, x, lam, log_q, w, g, (it - 1, change)
 
 
 def _finish(pre: _Prep, delta, sign, x, log_q, w, g):
