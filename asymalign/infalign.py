@@ -51,12 +51,13 @@ from ._level_base import _check_law, _check_log_n, _like
 from ._level_kernels import (
     _LOG_HALF,
     _bon_log_law,
+    _bon_log_law_worst,
     _broadcast,
     _pad,
     _tails,
 )
 from ._validate import check_nonneg, check_real
-from .level_measures import _calibrated, _inference_win, calibrated_reward
+from .level_measures import _calibrated, _win, calibrated_reward
 from .sequence_laws import RewardLaw, _bucket
 
 __all__ = ["transformed_reward", "InfAlignOptimum", "infalign_optimum"]
@@ -439,12 +440,23 @@ def _top_law(levels, log_ref, delta):
     return delta >= -log_top, jnp.where(top, log_ref - log_top, -jnp.inf)
 
 
+def _top_win(pre: _Prep, top):
+    """The win rate of the top-level law (``top``: its entries) against best-of-N of ``P``:
+    ``A(top) = P_BoN(r < top) + P_BoN(r = top)/2``, read off :func:`_prep`'s weights
+    (``1 -`` the loss where that is the accurate side, as in :func:`_evaluate`)."""
+    i = jnp.max(jnp.where(top, jnp.arange(top.shape[-1]), 0))
+    log_win, log_loss = pre.log_win_w[i], pre.log_loss_w[i]
+    return jnp.where(log_loss < _LOG_HALF, -jnp.expm1(log_loss), jnp.exp(log_win))
+
+
 def _at_top(levels, log_ref, log_n, delta, worst: bool, log_q, lam):
     """``(log q, β, W)`` with the top-level law where :func:`_top_law` applies."""
     beta = jnp.exp(log_n) / lam  # q ∝ P exp(g/β), g = N · (g/N): β = N / λ
     at_top, log_top = _top_law(levels, log_ref, delta)
     log_q = jnp.where(at_top, log_top, log_q)
-    return log_q, jnp.where(at_top, 0.0, beta), _inference_win(levels, log_q, log_ref, log_n, worst)
+    bon = _bon_log_law_worst if worst else _bon_log_law  # chosen here: one branch compiled, not two
+    win = _win(levels, bon(levels, log_q, log_n), bon(levels, log_ref, log_n))
+    return log_q, jnp.where(at_top, 0.0, beta), win
 
 
 def _starts(levels, log_ref, log_n):
@@ -519,11 +531,9 @@ def _best_batch(levels, log_ref, log_n, delta):
         # at convergence σ = g(q) to the last step: β = N / λ of the final tilt
         beta = jnp.exp(ln) / lam
         at_top, log_top = _top_law(lv, lr, d)
-        log_q, beta, win = jax.lax.cond(
-            at_top,
-            lambda: (log_top, jnp.zeros_like(beta), _inference_win(lv, log_top, lr, ln, False)),
-            lambda: (log_q, beta, w),
-        )
+        log_q = jnp.where(at_top, log_top, log_q)
+        beta = jnp.where(at_top, 0.0, beta)
+        win = jnp.where(at_top, _top_win(pre, log_top > -jnp.inf), w)
         # an edge budget (Δ = 0 or the top level) leaves no useful score: keep the previous one
         useful = jnp.isfinite(beta) & (beta > 0)
         carry = (jnp.where(useful, score, score_prev), jnp.where(useful, x, x_prev), pre, useful | w_ok)
