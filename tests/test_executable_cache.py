@@ -149,6 +149,37 @@ def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_
         _jit.set_executable_cache_dir(None)
 
 
+def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monkeypatch, compile_options):
+    """The package's kernels (level laws, soft best-of-N, InfAlign's solver, the λ solve),
+    compiled with the fast-compile options and with XLA's defaults."""
+    import asymalign as aa
+
+    if not _jit._fast_compile_options():
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    law = aa.reward_law([0.5, 0.3, 0.2], [0.0, 1.0, 2.5], 12)
+
+    def run():
+        _jit.clear_memory()
+        return [
+            aa.best_of_n(law, 3.0).log_prob,
+            aa.soft_best_of_n(law, 2.0, 0.5).log_prob,
+            aa.infalign_optimum(law, 2.0, jnp.asarray([0.1, 0.5])).win_rate,
+            aa.solve_lambda([0.5, 0.3, 0.2], [0.0, 1.0, 2.5], jnp.asarray([0.05, 0.3])),
+        ]
+
+    fast = run()
+    assert compile_options and all(o == _jit.FAST_COMPILE_OPTIONS for o in compile_options)
+    monkeypatch.setitem(_jit._state, "fast_options", {})
+    del compile_options[:]
+    default = run()
+    assert compile_options == []  # every kernel left to jax.jit, with XLA's defaults
+    _jit.clear_memory()
+    for a, b in zip(fast, default, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+        np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-12, atol=1e-15)
+
+
 def test_xla_flags_choosing_the_emitters_win(monkeypatch, compile_options):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=true")
     monkeypatch.delitem(_jit._state, "fast_options", raising=False)
