@@ -317,6 +317,15 @@ def _worker_init(jax_cache: str | None, executable_cache: str | None) -> None:
     _jit.set_executable_cache_dir(executable_cache)
 
 
+def _done(name: str, result, bar) -> None:
+    """Advance the progress bar; an experiment's ``skipped`` note gets its own line above it."""
+    skipped = result.summary.get("skipped") if isinstance(result.summary, dict) else None
+    if skipped:
+        bar.write(str(skipped), file=sys.stderr)
+    bar.set_postfix_str(name)
+    bar.update()
+
+
 def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: dict, bar) -> dict:
     """``reproduce`` in ``jobs`` spawned worker processes, costliest experiment first."""
     import concurrent.futures as cf
@@ -344,8 +353,7 @@ def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: di
                     "rerun with --jobs 1 to see the error in this process",
                     1,
                 ) from None
-            bar.set_postfix_str(name)
-            bar.update()
+            _done(name, results[name], bar)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -381,7 +389,7 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
             for name in names:
                 bar.set_postfix_str(name)
                 results[name] = _run_one(name, out, quick, seed, env)
-                bar.update()
+                _done(name, results[name], bar)
         else:
             results = _run_in_workers(names, jobs, out, quick, seed, env, bar)
     finally:  # the bar's line ends before any error is printed

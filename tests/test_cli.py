@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,20 @@ def test_errors_of_worker_processes_keep_their_status():
 
     err = pickle.loads(pickle.dumps(cli.CLIError("cannot write outputs", 1)))
     assert str(err) == "cannot write outputs" and err.status == 1
+
+
+def test_a_skipped_note_gets_its_own_line_under_the_progress_bar(capsys, monkeypatch, tmp_path):
+    """An experiment's ``skipped`` note (e.g. the ``data`` extra missing) is printed by the CLI, once, on a
+    line of its own (it used to be printed by the experiment, after the progress bar on the same line)."""
+
+    class _Result:
+        def __init__(self, name):
+            self.summary = {"skipped": f"{name} skipped: needs the data extra"} if name == "sentiment" else {}
+
+    monkeypatch.setattr(cli, "_run_one", lambda name, *args: _Result(name))
+    cli.reproduce(["ldp", "sentiment"], tmp_path, quick=True, seed=0, progress=True, jobs=1)
+    pieces = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert [p for p in pieces if "needs the data extra" in p] == ["sentiment skipped: needs the data extra"], pieces
 
 
 def test_a_dead_worker_is_one_clear_error(tmp_path):
