@@ -39,9 +39,7 @@ def _kernel(x, key, tree, order=2, scale=1.0):
 
 
 # These calls are small: compiled with the fast-compile options (tested below).
-_plain = jax.jit(
-    _kernel.__wrapped__, static_argnames=("order", "scale"), compiler_options=_jit._fast_compile_options()
-)
+_plain = jax.jit(_kernel.__wrapped__, static_argnames=("order", "scale"), compiler_options=_jit._fast_compile_options())
 
 
 def _args(n=5, dtype=jnp.float64):
