@@ -88,7 +88,7 @@ def compute(key, *, quick: bool = False) -> Result:
     )
     summary: dict = {"fits": {}, "peaks": {}}
     if skipped:
-        summary["skipped"] = skipped  # printed by the CLI, in one line under its progress bar
+        summary["skipped"] = skipped  # printed by the CLI, on its own line above its progress bar
     for label, (p, r, g) in models.items():
         values, weights, _, _ = aa.gold_pushforward(p, r, g)  # Δ_max of the proxy, on its push-forward
         params["models"][label] = dict(k=len(p), delta_max=float(aa.max_kl(*pad_model(weights, values))))

@@ -73,7 +73,7 @@ def compute(key, *, quick: bool = False) -> Result:
     try:
         v = aa.load_vocabulary(20_000)
     except ImportError as exc:
-        msg = f"sentiment skipped: {exc}"  # printed by the CLI, in one line under its progress bar
+        msg = f"sentiment skipped: {exc}"  # printed by the CLI, on its own line above its progress bar
         t.add("skipped", msg, [0.0], [0.0])
         return Result(NAME, t, params, dict(skipped=msg))
     p, r = v.p, v.afinn  # host arrays (jnp.asarray compiles per shape)
