@@ -328,10 +328,12 @@ def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs
 
 
 def _simulation_work(static: dict) -> int:
-    """Tokens a :func:`_simulate` call draws (for :func:`asymalign._jit.jit`'s choice of compiler options)."""
+    """Tokens a :func:`_simulate` call draws, at least (for :func:`asymalign._jit.jit`'s
+    choice of compiler options). With ``N`` traced (``num_chunks = 0``, the padded
+    ``shape``) chunks are drawn until ``N`` samples exist: one chunk, at least."""
     block, bpc, num_chunks, tpc, num_trial_chunks = static["plan"]
     n = static["n"] if static.get("shape") is None else static["shape"].tokens
-    return block * bpc * num_chunks * n * tpc * num_trial_chunks
+    return block * bpc * max(num_chunks, 1) * n * tpc * num_trial_chunks
 
 
 @functools.partial(

@@ -178,6 +178,58 @@ def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monk
         np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-12, atol=1e-15)
 
 
+def test_a_monte_carlo_kernel_is_sized_by_the_tokens_it_draws(monkeypatch):
+    """The simulator's inputs and outputs are small whatever it draws: its declared work
+    (tokens drawn) decides, so a large simulation keeps XLA's default emitters."""
+    import asymalign as aa
+    from asymalign import _sim_kernel
+
+    if not _jit._fast_compile_options():
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    chosen = []
+    options = _jit._CachedJit._options
+
+    def record(self, mem_key, lowered):
+        out = options(self, mem_key, lowered)
+        if self is _sim_kernel._simulate:
+            chosen.append((_sim_kernel._simulation_work(dict(mem_key[0])), out))
+        return out
+
+    monkeypatch.setattr(_jit._CachedJit, "_options", record)
+    p, r = [0.5, 0.3, 0.2], [0.0, 1.0, 2.0]
+    aa.simulate_bon(jax.random.key(0), p, r, n=2, num_samples=4, num_trials=8)
+    aa.simulate_bon(jax.random.key(0), p, r, n=64, num_samples=1024, num_trials=64)  # n and N traced
+    assert len(chosen) == 2, chosen
+    (small_work, small), (big_work, big) = chosen
+    assert 2 * 4 * 8 <= small_work < _jit.SMALL_ELEMENTS and small == _jit.FAST_COMPILE_OPTIONS
+    # one chunk per trial at least: 64 trials x a chunk of 64-sequence blocks of 64+ tokens
+    assert _jit.SMALL_ELEMENTS <= big_work <= 64 * 1024 * 128 * 64 and big == {}
+
+
+def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
+    """Another jaxlib may not know the option: the kernel is compiled without it, and
+    later calls no longer ask for it; any other compile error is raised."""
+
+    class _Lowered:
+        def __init__(self, message):
+            self.message, self.calls = message, []
+
+        def compile(self, compiler_options=None):
+            self.calls.append(compiler_options)
+            if compiler_options:
+                raise RuntimeError(self.message)
+            return "compiled"
+
+    monkeypatch.setitem(_jit._state, "fast_options", dict(_jit.FAST_COMPILE_OPTIONS))
+    lowered = _Lowered("INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'")
+    assert _jit._compile(lowered, _jit._state["fast_options"]) == "compiled"
+    assert lowered.calls == [_jit.FAST_COMPILE_OPTIONS, None]
+    assert _jit._state["fast_options"] == {}
+    monkeypatch.setitem(_jit._state, "fast_options", dict(_jit.FAST_COMPILE_OPTIONS))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _jit._compile(_Lowered("RESOURCE_EXHAUSTED: out of memory"), _jit.FAST_COMPILE_OPTIONS)
+
+
 def test_xla_flags_choosing_the_emitters_win(monkeypatch, compile_options):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=true")
     monkeypatch.delitem(_jit._state, "fast_options", raising=False)
