@@ -294,14 +294,45 @@ def default_num_tilts(n: int, span: int) -> int:
     return int(math.ceil(math.sqrt(n) * math.pi * max(1, span) / _CENTRE_SPACING)) + 2
 
 
-_fisher_length_jit = jit(_fisher_length_grid)  # n traced: one compilation per alphabet size
+def _host_bisect(g, lo, hi, iters: int = nx._BISECT_ITERS):
+    """:func:`~asymalign._numerics.bisect_increasing` in NumPy, elementwise over
+    arrays of brackets (the same iteration, so the same root to rounding)."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        below = g(mid) <= 0
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _host_tilted(log_w, theta, m):
+    """Rows of the tilted laws ``w_θ ∝ w e^{θ m}`` for each ``θ`` (NumPy, float64)."""
+    z = log_w + theta[:, None] * m
+    return np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+
+
+def _host_fisher_length_grid(log_w, n: int, grid: int = 4096):
+    """:func:`_fisher_length_grid` in NumPy for a concrete ``log_w``: the same
+    bisections and grid, without compiling a kernel per alphabet size (a
+    first call of :func:`~asymalign.reward_law` pays no compilation for it)."""
+    log_w = np.asarray(log_w, np.float64)
+    span = log_w.size - 1
+    m = np.arange(span + 1, dtype=np.float64)
+    lo_target = min(0.5 / n, 0.25 * span)
+    targets = np.array([lo_target, span - lo_target])
+    v = np.full(2, nx._SINH_V)
+    # the two ends at once: mean(θ) - target, increasing in θ = sinh(v)
+    ends = np.sinh(_host_bisect(lambda x: _host_tilted(log_w, np.sinh(x), m) @ m - targets, -v, v, 80))
+    th = np.linspace(ends[0], ends[1], grid)
+    ph = _host_tilted(log_w, th, m)
+    mu = ph @ m
+    sd = np.sqrt(np.maximum(np.sum(ph * (m - mu[:, None]) ** 2, axis=1), 0.0))
+    return th, np.concatenate([[0.0], np.cumsum(0.5 * (sd[1:] + sd[:-1]) * np.diff(th))])
 
 
 def _host_thetas(log_w, n: int) -> np.ndarray:
     """The full law's tilts (as :func:`_lattice_thetas`), their number
-    ``√n u_max / 3 + 2`` found from the Fisher length, computed without a
-    compilation per number of tilts."""
-    th, u = (np.asarray(a) for a in _fisher_length_jit(log_w, device_array(float(n), log_w.dtype)))
+    ``√n u_max / 3 + 2`` found from the Fisher length (:func:`_host_fisher_length_grid`)."""
+    th, u = _host_fisher_length_grid(log_w, n)
     num_tilts = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
     return np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
 

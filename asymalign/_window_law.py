@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._buckets import device_array
 from ._jit import jit
-from ._lattice import _power_bits
+from ._lattice import _host_bisect, _power_bits
 from .sequence_laws import (
     _MAX_LATTICE_LEVELS,
     _MIN_SCORE,
@@ -35,31 +32,34 @@ from .sequence_laws import (
 _WINDOW_BOUND = 60.0
 
 
-@jit
-def _chernoff_cutoffs(values, log_w, lam_lo, lam_hi, kappa):
+def _chernoff_cutoffs(values, log_w, lam_lo: float, lam_hi: float, kappa: float):
     r"""Per-token rewards ``x_lo <= Λ'(λ_lo)``, ``x_hi >= Λ'(λ_hi)`` with
     ``I_λ(x) = κ``, where ``I_λ(x) = I(x) - λx + Λ(λ)`` is the rate function of
     the tilted model ``φ_λ`` (THEORY.md §4), so that by Chernoff
     ``φ_{λ_lo}^n(r_n < n x_lo) <= e^{-nκ}`` and ``φ_{λ_hi}^n(r_n > n x_hi) <= e^{-nκ}``.
     With ``x = Λ'(t)``: ``I_λ(Λ'(t)) = (t-λ)Λ'(t) - Λ(t) + Λ(λ)``, monotone in
-    ``|t - λ|``; where it never reaches ``κ`` the cutoff is ``r_min`` / ``r_max``.
-    """
-    r_lo, r_hi = values[0], values[-1]
-    scale = r_hi - r_lo
+    ``|t - λ|``: bisected in ``t = λ ± sinh(v) / (r_max - r_min)``; where it
+    never reaches ``κ`` the cutoff is ``r_min`` / ``r_max``. Host-side NumPy
+    (float64; both sides at once): a first call compiles nothing for it."""
+    values, log_w = np.asarray(values, np.float64), np.asarray(log_w, np.float64)
+    lam = np.array([lam_hi, lam_lo], np.float64)
+    shift = np.array([values[-1], values[0]])  # every log-sum-exp shifted by the nearer end
+    sign = np.array([1.0, -1.0])  # t = λ + sign · x
+    scale = values[-1] - values[0]
+    centred = values - shift[:, None]
+    log_z_lam = np.logaddexp.reduce(log_w + lam[:, None] * centred, axis=1)
 
-    def excess(t, lam, c):  # I_λ(Λ'(t)) with every log-sum-exp shifted by c
-        zt = log_w + t * (values - c)
-        lt = logsumexp(zt)
-        mt = jnp.sum(jnp.exp(zt - lt) * (values - c))
-        return (t - lam) * mt - lt + logsumexp(log_w + lam * (values - c)), c + mt
+    def excess(x):  # (I_λ(Λ'(t)), Λ'(t)) at t = λ + sign x, both sides
+        z = log_w + (lam + sign * x)[:, None] * centred
+        log_z = np.logaddexp.reduce(z, axis=1, keepdims=True)
+        mean = np.sum(np.exp(z - log_z) * centred, axis=1)
+        return sign * x * mean - log_z[:, 0] + log_z_lam, shift + mean
 
-    v = jnp.asarray(nx._SINH_V, values.dtype)
-    hi = nx.sinh_bisect(lambda x: excess(lam_hi + x, lam_hi, r_hi)[0] - kappa, scale, 0.0, v)
-    lo = nx.sinh_bisect(lambda x: excess(lam_lo - x, lam_lo, r_lo)[0] - kappa, scale, 0.0, v)
-    far = jnp.sinh(v) / scale
-    x_hi = jnp.where(excess(lam_hi + far, lam_hi, r_hi)[0] < kappa, r_hi, excess(lam_hi + hi, lam_hi, r_hi)[1])
-    x_lo = jnp.where(excess(lam_lo - far, lam_lo, r_lo)[0] < kappa, r_lo, excess(lam_lo - lo, lam_lo, r_lo)[1])
-    return x_lo, x_hi
+    v = np.full(2, nx._SINH_V)
+    x = np.sinh(_host_bisect(lambda u: excess(np.sinh(u) / scale)[0] - kappa, np.zeros(2), v)) / scale
+    never = excess(np.sinh(v) / scale)[0] < kappa
+    cut = np.where(never, np.array([values[-1], values[0]]), excess(x)[1])
+    return float(cut[1]), float(cut[0])
 
 
 def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
@@ -118,8 +118,7 @@ def _window_law(values, weights, n: int, lam_lo: float, lam_hi: float):
         return None
     a, h, span, log_w = _lattice_log_w(lattice, weights)
     L = n * span + 1
-    cut = _chernoff_cutoffs(device_array(values), device_array(np.log(weights)), lam_lo, lam_hi, _WINDOW_BOUND / n)
-    x_lo, x_hi = (float(x) for x in cut)
+    x_lo, x_hi = _chernoff_cutoffs(values, np.log(weights), lam_lo, lam_hi, _WINDOW_BOUND / n)
     i_lo = max(0, int(math.floor(n * (x_lo - a) / h)) - 1)
     i_hi = min(L - 1, int(math.ceil(n * (x_hi - a) / h)) + 1)
     if k == 2:

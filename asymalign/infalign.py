@@ -56,7 +56,7 @@ from ._level_kernels import (
     _pad,
     _tails,
 )
-from ._validate import check_nonneg, check_real
+from ._validate import check_nonneg, check_real, is_concrete
 from .level_measures import _calibrated, _win, calibrated_reward
 from .sequence_laws import RewardLaw, _bucket
 
@@ -590,4 +590,6 @@ def infalign_optimum(
         log_q, beta, win = _vec_worst(*rows, *scalars)
     else:
         log_q, beta, win = _best_nd(*rows, *scalars)
-    return InfAlignOptimum(_like(ref, log_q[..., :length]), beta, win)
+    if log_q.shape[-1] != length:  # sliced on the host when concrete (an eager slice compiles once per shape)
+        log_q = device_array(np.asarray(log_q)[..., :length]) if is_concrete(log_q) else log_q[..., :length]
+    return InfAlignOptimum(_like(ref, log_q), beta, win)

@@ -251,8 +251,9 @@ def _kernel(levels, log_prob, log_n, temperature):
     total, direct = _host_sizes(levels, log_prob, log_n, temperature)
     num_nodes, num_direct = _pow2(total + 64), min(length, _pow2(direct + 2))
     out, used = _vec_sbon(levels, log_prob, log_n, temperature, num_nodes=num_nodes, num_direct=num_direct)
-    if int(np.max(used)) > num_nodes:  # the device counted more window nodes than NumPy (rounding at an edge)
-        num_nodes = _pow2(int(np.max(used)) + 64)
+    most = int(np.max(np.asarray(used)))  # np.max of a jax.Array would compile a reduction
+    if most > num_nodes:  # the device counted more window nodes than NumPy (rounding at an edge)
+        num_nodes = _pow2(most + 64)
         out = _vec_sbon(levels, log_prob, log_n, temperature, num_nodes=num_nodes, num_direct=num_direct)[0]
     return out
 

@@ -805,6 +805,50 @@ def test_window_law_used_and_exact(p, r, n, deltas):
     _assert_same_bon_vs_klrl(aa.bon_vs_klrl(p, r, n, deltas), aa.bon_vs_klrl(p, r, n, deltas, law=full))
 
 
+@given(
+    S.probs(k=4, zeros=False),
+    st.sampled_from([0.1, 1.0, 30.0]),
+    st.floats(-3.0, 3.0),
+    st.floats(0.0, 2.0),
+    st.sampled_from([60.0, 6.0, 0.06, 6e-4]),
+)
+def test_chernoff_cutoffs_solve_the_tilted_rate_equation(p, scale, lam_lo, width, kappa):
+    """The window's cutoffs (host NumPy) satisfy their definition, checked with
+    the public rate function of the tilted model (an independent JAX road):
+    ``I_{φ_λhi}(x_hi) = κ`` above ``Λ'(λ_hi)`` and ``I_{φ_λlo}(x_lo) = κ`` below
+    ``Λ'(λ_lo)``, or the cutoff is the reward's end when ``κ`` is never reached."""
+    from asymalign._window_law import _chernoff_cutoffs
+
+    r = scale * np.array([0.0, 0.4, 1.0, 2.5])
+    lam_lo, lam_hi = lam_lo / scale, (lam_lo + width) / scale
+    x_lo, x_hi = _chernoff_cutoffs(r, np.log(p), lam_lo, lam_hi, kappa)
+
+    def tilted(lam):
+        q = p * np.exp(lam * (r - r.max()))
+        return q / q.sum()
+
+    for lam, x, end, side in ((lam_hi, x_hi, r[-1], 1.0), (lam_lo, x_lo, r[0], -1.0)):
+        q = tilted(lam)
+        assert side * (x - float(q @ r)) >= -1e-12 * scale  # on the far side of the tilted mean
+        if x == end:  # κ is never reached: all of that side is within rate κ (I at the end is -log q(end))
+            assert -math.log(q[-1] if side > 0 else q[0]) <= kappa * (1 + 1e-9)
+        else:
+            rate = float(aa.rate_function(q, r, x))
+            np.testing.assert_allclose(rate, kappa, rtol=1e-7, atol=1e-12)
+
+
+def test_chernoff_cutoffs_reject_a_wrong_rate():
+    """The check above can fail: a cutoff moved by 1e-4 of the range misses ``κ`` by far more than its tolerance."""
+    from asymalign._window_law import _chernoff_cutoffs
+
+    p, r = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.0, 0.4, 1.0, 2.5])
+    _, x_hi = _chernoff_cutoffs(r, np.log(p), 0.2, 0.5, 0.06)
+    q = p * np.exp(0.5 * r)
+    q /= q.sum()
+    assert abs(float(aa.rate_function(q, r, x_hi)) - 0.06) < 1e-9
+    assert abs(float(aa.rate_function(q, r, x_hi + 2.5e-4)) - 0.06) > 1e-6
+
+
 def test_window_law_not_used_where_it_cannot_be():
     """Δ >= Δ_max (λ* = inf), non-lattice rewards and most-levels windows fall
     back to the full law, with the same results as passing it."""

@@ -321,6 +321,24 @@ def test_lattice_reachability_long_sequences():
 # ---------------------------------------------------------------------------
 
 
+@given(S.probs(k=5, zeros=True, min_support=2), st.sampled_from([1, 7, 300, 40000]))
+def test_host_fisher_length_grid_matches_the_jitted_one(w, n):
+    """reward_law finds its tilts on the host in NumPy (no compilation on a first
+    call); the jittable constructors use the JAX kernel. Same bisections, same
+    grid: the tilt grid agrees to the conditioning of the end tilts (the mean's
+    slope there is the variance, ~1/n), the Fisher length to 1e-9."""
+    w = w.copy()
+    w[0] += 0.01  # the lattice's ends have positive weight
+    w[-1] += 0.01
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w / w.sum())
+    th_host, u_host = lattice_kernels._host_fisher_length_grid(log_w, n)
+    th, u = (np.asarray(x) for x in jax.jit(lattice_kernels._fisher_length_grid)(jnp.asarray(log_w), float(n)))
+    np.testing.assert_allclose(th_host, th, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(u_host, u, rtol=1e-9, atol=1e-12)
+    assert np.all(np.diff(th_host) > 0) and np.all(np.diff(u_host) >= 0)
+
+
 def test_law_from_lattice_jit_and_vmap_match_reward_law():
     n, span = 30, 3
     ps = np.array([[0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25], [0.5, 0.3, 0.0, 0.2], [0.01, 0.01, 0.01, 0.97]])
