@@ -11,7 +11,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, reward_law
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, reward_law
 
 NAME = "bon_kl_bound"
 
@@ -79,4 +79,4 @@ def plot(result: Result):
         r"$\log N - (N-1)/N$ is an upper bound on KL$(\pi_N\|p^{\otimes n})$, tight only when "
         "the reward law has (almost) no ties"
     )
-    return fig
+    return plain_log_ticks(fig)

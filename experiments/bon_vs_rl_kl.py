@@ -16,7 +16,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, reward_law
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, reward_law
 
 NAME = "bon_vs_rl_kl"
 
@@ -142,4 +142,4 @@ def plot(result: Result):
         r"Best-of-N ($\log N = n\Delta$) vs the KL-RL solution: "
         r"KL$(\pi_N\|\varphi_{\lambda^*}^{\otimes n})/n \to 0$  (Bernoulli $p = 0.3$, $r$ = identity)"
     )
-    return fig
+    return plain_log_ticks(fig)

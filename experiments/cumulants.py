@@ -15,7 +15,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table
+from ._common import COLORS, Result, Table, plain_log_ticks
 
 NAME = "cumulants"
 
@@ -144,4 +144,4 @@ def plot(result: Result):
         rf"Cumulants of the reward under $\varphi_\lambda^{{\otimes n}}$: exact for every n "
         rf"(simulation at $\lambda = {result.params['sim_lam']}$, $p = (.5,.3,.2)$, $r = (0,1,2)$)"
     )
-    return fig
+    return plain_log_ticks(fig)

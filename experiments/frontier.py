@@ -13,7 +13,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, pad_model
+from ._common import COLORS, Result, Table, new_figure, pad_model, plain_log_ticks
 
 NAME = "frontier"
 
@@ -83,4 +83,4 @@ def plot(result: Result):
     ax.set_title("distance of best-of-N to the KL-RL curve", fontsize=10)
     ax.legend(fontsize=8)
     fig.suptitle(r"Best-of-N with $N = e^{n\Delta}$ converges onto the KL-RL reward–KL frontier as $n \to \infty$")
-    return fig
+    return plain_log_ticks(fig)

@@ -20,7 +20,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, pad_model
+from ._common import COLORS, Result, Table, new_figure, pad_model, plain_log_ticks
 
 NAME = "goodhart"
 
@@ -155,4 +155,4 @@ def plot(result: Result):
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Optimising a proxy: the gold reward rises, peaks at d†, then falls (exact, THEORY §13)")
-    return fig
+    return plain_log_ticks(fig)

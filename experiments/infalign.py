@@ -19,7 +19,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, reward_law
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, reward_law
 
 NAME = "infalign"
 
@@ -131,4 +131,4 @@ def plot(result: Result):
         "calibrated reward (4-letter reference, N = 4)",
         fontsize=10,
     )
-    return fig
+    return plain_log_ticks(fig)

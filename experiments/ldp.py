@@ -13,7 +13,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, reward_law
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, reward_law
 
 NAME = "ldp"
 
@@ -117,4 +117,4 @@ def plot(result: Result):
         r"\mathrm{KL}(\varphi_{\lambda+t_x} \| \varphi_\lambda)$   "
         r"($p = (.4, .3, .2, .1)$, $r = (0, 1, 2, 3)$, $\lambda = 0.5$)"
     )
-    return fig
+    return plain_log_ticks(fig)

@@ -16,7 +16,7 @@ import numpy as np
 import asymalign as aa
 from asymalign import markov as mk
 
-from ._common import COLORS, Result, Table, pad_model
+from ._common import COLORS, Result, Table, pad_model, plain_log_ticks
 
 NAME = "markov"
 
@@ -214,4 +214,4 @@ def plot(result: Result):
     ax.set_title("Rényi cross-entropy rate of chains")
     ax.legend(fontsize=7, loc="upper right")
     fig.suptitle("Markov references: does best-of-N still match KL-RL with memory? (exact laws over chain paths)")
-    return fig
+    return plain_log_ticks(fig)

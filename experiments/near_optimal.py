@@ -13,7 +13,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, tex
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, tex
 
 NAME = "near_optimal"
 
@@ -127,4 +127,4 @@ def plot(result: Result):
     ax.set_title("the identity of THEORY §4 holds exactly")
     ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(tex("Near-optimal means close: KL(q‖p) ≤ Δ and reward gap ε  ⇒  KL(q‖φ_λ*) ≤ λ*ε"))
-    return fig
+    return plain_log_ticks(fig)

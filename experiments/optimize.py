@@ -14,7 +14,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, tex
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, tex
 
 NAME = "optimize"
 FLOOR = 1e-16  # KL values below float64 resolution are shown at this floor
@@ -135,4 +135,4 @@ def plot(result: Result):
             "φ_{1/β} (KL-regularised) and φ_λ* (KL-constrained)"
         )
     )
-    return fig
+    return plain_log_ticks(fig)

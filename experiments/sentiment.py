@@ -21,7 +21,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks
 
 NAME = "sentiment"
 DELTAS = (0.02, 0.1, 0.3)
@@ -152,4 +152,4 @@ def plot(result: Result):
     ax.set_ylim(bottom=ax.get_ylim()[0] / 30)  # room below the curves for the legend
     ax.legend(fontsize=6.5, loc="lower right")
     fig.suptitle("Aligning a 20 000-word English unigram model toward positive sentiment (AFINN): best-of-N vs KL-RL")
-    return fig
+    return plain_log_ticks(fig)

@@ -20,7 +20,7 @@ import numpy as np
 
 import asymalign as aa
 
-from ._common import COLORS, Result, Table, new_figure, reward_law
+from ._common import COLORS, Result, Table, new_figure, plain_log_ticks, reward_law
 
 NAME = "soft_bon"
 
@@ -154,4 +154,4 @@ def plot(result: Result):
     axes[0, 1].set_title("soft best-of-N reaches its target only for c ≥ KL(φ_λ‖p)", fontsize=9)
     axes[0, 2].set_title("best-of-N and Best-of-Poisson follow the KL-RL curve", fontsize=9)
     fig.suptitle("Soft best-of-N and Best-of-Poisson on exact reward laws (THEORY §12)", fontsize=10)
-    return fig
+    return plain_log_ticks(fig)

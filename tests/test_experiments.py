@@ -329,3 +329,35 @@ def test_goodhart_and_markov_paths_compile_once_for_models_of_several_sizes():
         markov_calls(3, 32)
         markov_calls(4, 100)
     assert c.count == 0, c
+
+
+def test_log_tick_labels_are_the_same_text_in_plain_unicode():
+    """plain_log_ticks keeps matplotlib's choice of labelled ticks and writes each label
+    without mathtext (10⁻³ for $\\mathdefault{10^{-3}}$); other labels pass through."""
+    from matplotlib.figure import Figure
+
+    common = cli.load_experiments()._common
+    plain_log_ticks, plain_tick_label = common.plain_log_ticks, common.plain_tick_label
+
+    assert plain_tick_label(r"$\mathdefault{2^{5}}$") == "2⁵"
+    assert plain_tick_label(r"$\mathdefault{-10^{-12}}$") == "−10⁻¹²"
+    assert plain_tick_label(r"$\mathdefault{2\times10^{-1}}$") == "2×10⁻¹"
+    assert plain_tick_label("") == "" and plain_tick_label("0.5") == "0.5"
+    assert plain_tick_label(r"$\alpha^{2}$") == r"$\alpha^{2}$"  # not a log label: left as mathtext
+
+    def labels(plain):
+        fig = Figure()
+        ax = fig.subplots()
+        ax.plot([1e-4, 3e2], [1.0, 40.0])
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        if plain:
+            plain_log_ticks(fig)
+        fig.canvas.draw()  # Agg: formats the ticks
+        return [[t.get_text() for t in a.get_ticklabels(minor=m)] for a in (ax.xaxis, ax.yaxis) for m in (False, True)]
+
+    default, plain = labels(False), labels(True)
+    assert [[bool(t) for t in g] for g in default] == [[bool(t) for t in g] for g in plain]
+    assert [plain_tick_label(t) for g in default for t in g] == [t for g in plain for t in g]
+    assert "10⁻⁴" in plain[0] and "2⁴" in plain[2]
+    assert not any(t.startswith("$") for g in plain for t in g)
