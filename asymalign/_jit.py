@@ -30,14 +30,19 @@ the directory holds executable code: keep it where only you can write.
 
 Small problems compile for compile speed. On CPU, a kernel call whose input and
 output arrays each hold fewer than :data:`SMALL_ELEMENTS` elements, and whose
-declared work (the ``work`` argument of :func:`jit`) is below that too, is compiled with XLA's classic loop
-emitters (:data:`FAST_COMPILE_OPTIONS`) instead of its newer fusion emitters:
-measured on 2 CPU cores, this cuts the compilation of ``asymalign reproduce
---quick`` (in one process) from 82 s to 61 s, while the executables run at the
-same speed at these sizes; above the threshold the newer emitters run up to
-2x faster, so large calls keep them. The choice is made once per call
-signature (shapes, dtypes, static values); results agree to rounding. An
-``xla_cpu_use_fusion_emitters`` setting in ``XLA_FLAGS`` wins over it.
+declared work (the ``work`` argument of :func:`jit`) is below that too, is compiled
+with :data:`FAST_COMPILE_OPTIONS`: XLA's classic loop emitters instead of its newer
+fusion emitters, and no LLVM optimisation of the generated code. Measured on 2 CPU
+cores, in one process: compiling and running the experiments of ``asymalign
+reproduce --quick`` took 114 s of CPU time with XLA's defaults and 66 s with these
+options (the emitters alone: about 35% less compilation); run again from the
+cache, the same small executables took 11 s instead of 9 s (unoptimised code runs
+1 to 4 times slower, which at these sizes is milliseconds). Above the threshold
+the optimised code and the newer emitters run up to 4x faster and are worth their
+compilation, so large calls keep XLA's defaults. The choice is made once per call
+signature (shapes, dtypes, static values); results agree to rounding. An option
+that ``XLA_FLAGS`` sets (``--xla_cpu_use_fusion_emitters``,
+``--xla_backend_optimization_level``) wins over this choice.
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ import jax
 
 __all__ = ["jit", "set_executable_cache_dir", "executable_cache_dir", "clear_memory"]
 
-#: XLA options for a small problem on CPU: the classic loop emitters compile
-#: about 35% faster than the fusion emitters (see the module docstring).
-FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#: XLA options for a small problem on CPU: the classic loop emitters, and the
+#: generated code not optimised by LLVM (see the module docstring).
+FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 #: A call is small when each input and output array, and its declared work, have fewer elements.
 SMALL_ELEMENTS = 1 << 16
 
@@ -145,11 +150,11 @@ def _trace_config() -> tuple:
 
 
 def _fast_compile_options() -> dict:
-    """:data:`FAST_COMPILE_OPTIONS` on CPU (unless ``XLA_FLAGS`` sets the emitters), else ``{}``."""
+    """:data:`FAST_COMPILE_OPTIONS` on CPU, less those that ``XLA_FLAGS`` sets; ``{}`` elsewhere."""
     if "fast_options" not in _state:
         on_cpu = jax.devices()[0].platform == "cpu"
-        user_set = "xla_cpu_use_fusion_emitters" in os.environ.get("XLA_FLAGS", "")
-        _state["fast_options"] = dict(FAST_COMPILE_OPTIONS) if on_cpu and not user_set else {}
+        flags = os.environ.get("XLA_FLAGS", "")
+        _state["fast_options"] = {k: v for k, v in FAST_COMPILE_OPTIONS.items() if on_cpu and k not in flags}
     return _state["fast_options"]
 
 
@@ -233,9 +238,10 @@ def _elements(shapes) -> int:
 class _CachedJit:
     """A ``jax.jit`` function whose executables persist in the executable cache."""
 
-    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
+    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, fast_options=None, **jit_kwargs):
         functools.update_wrapper(self, fun)
         self._work = work
+        self._fast_names = None if fast_options is None else frozenset(fast_options)
         # Two kernels of one function (other static arguments, another vectorize
         # signature) get distinct names: the n-th made in this process is name#n.
         name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
@@ -358,6 +364,8 @@ class _CachedJit:
     def _options(self, mem_key, lowered) -> dict:
         """:func:`_fast_compile_options` for a small call (see the module docstring), else ``{}``."""
         options = _fast_compile_options()
+        if self._fast_names is not None:
+            options = {k: v for k, v in options.items() if k in self._fast_names}
         if not options:
             return options
         static, _, avals, _ = mem_key
@@ -410,7 +418,7 @@ class _CachedJit:
         return compiled
 
 
-def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
+def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, fast_options=None, **jit_kwargs):
     """``jax.jit`` whose executables persist in the executable cache (see the module docstring).
 
     Same arguments as ``jax.jit``; usable as ``@jit``, ``@jit(static_argnames=...)``
@@ -419,10 +427,12 @@ def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_
     the static arguments (a dict by name) to the number of elements the kernel
     processes when that exceeds its inputs and outputs (a Monte-Carlo kernel
     with small inputs and outputs): a call compiles for compile speed only
-    when this, too, is below :data:`SMALL_ELEMENTS`.
+    when this, too, is below :data:`SMALL_ELEMENTS`. ``fast_options``, if given,
+    names the :data:`FAST_COMPILE_OPTIONS` this kernel may use for small calls
+    (a kernel whose accuracy at extreme arguments was measured to depend on the
+    optimised code keeps ``xla_backend_optimization_level`` out).
     """
+    kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work, fast_options=fast_options)
     if fun is None:
-        return functools.partial(
-            jit, static_argnums=static_argnums, static_argnames=static_argnames, work=work, **jit_kwargs
-        )
-    return _CachedJit(fun, static_argnums=static_argnums, static_argnames=static_argnames, work=work, **jit_kwargs)
+        return functools.partial(jit, **kwargs, **jit_kwargs)
+    return _CachedJit(fun, **kwargs, **jit_kwargs)

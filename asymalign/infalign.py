@@ -519,6 +519,21 @@ def _best_batch(levels, log_ref, log_n, delta):
     order = jnp.lexsort((delta, run))
     warm = jnp.concatenate([jnp.zeros((1,), bool), run[order][1:] == run[order][:-1]])
 
+    def one(pre, lv, lr, ln, d, score0, x0):
+        score, x, lam, log_q, w, _, info = _solve_from(pre, d, 1.0, score0, x0, newton=True)
+        # at convergence σ = g(q) to the last step: β = N / λ of the final tilt
+        beta = jnp.exp(ln) / lam
+        at_top, log_top = _top_law(lv, lr, d)
+        log_q = jnp.where(at_top, log_top, log_q)
+        beta = jnp.where(at_top, 0.0, beta)
+        win = jnp.where(at_top, _top_win(pre, log_top > -jnp.inf), w)
+        return score, x, (log_q, beta, win, info)
+
+    if levels.shape[0] == 1:  # one problem: no continuation, nothing to order (a smaller program to compile)
+        lv, lr, ln, d = levels[0], log_ref[0], log_n[0], delta[0]
+        out = one(_prep(lv, lr, ln), lv, lr, ln, d, -_co_calibrated(lv, lr), jnp.asarray(jnp.nan, lr.dtype))[2]
+        return jax.tree.map(lambda a: a[None], out)
+
     def solve(carry, item):
         score_prev, x_prev, pre_prev, valid = carry
         i, same_law = item
@@ -527,17 +542,12 @@ def _best_batch(levels, log_ref, log_n, delta):
         w_ok = same_law & valid  # a previous optimum of this law to start from
         score0 = jax.lax.cond(w_ok, lambda: score_prev, lambda: -_co_calibrated(lv, lr))
         x0 = jnp.where(w_ok, x_prev, jnp.nan)
-        score, x, lam, log_q, w, _, info = _solve_from(pre, d, 1.0, score0, x0, newton=True)
-        # at convergence σ = g(q) to the last step: β = N / λ of the final tilt
-        beta = jnp.exp(ln) / lam
-        at_top, log_top = _top_law(lv, lr, d)
-        log_q = jnp.where(at_top, log_top, log_q)
-        beta = jnp.where(at_top, 0.0, beta)
-        win = jnp.where(at_top, _top_win(pre, log_top > -jnp.inf), w)
+        score, x, out = one(pre, lv, lr, ln, d, score0, x0)
+        _, beta, _, _ = out
         # an edge budget (Δ = 0 or the top level) leaves no useful score: keep the previous one
         useful = jnp.isfinite(beta) & (beta > 0)
         carry = (jnp.where(useful, score, score_prev), jnp.where(useful, x, x_prev), pre, useful | w_ok)
-        return carry, (log_q, beta, win, info)
+        return carry, out
 
     pre0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(_prep, levels[0], log_ref[0], log_n[0]))
     init = (jnp.zeros_like(levels[0]), jnp.asarray(jnp.nan, log_ref.dtype), pre0, jnp.asarray(False))

@@ -230,13 +230,38 @@ def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
         _jit._compile(_Lowered("RESOURCE_EXHAUSTED: out of memory"), _jit.FAST_COMPILE_OPTIONS)
 
 
-def test_xla_flags_choosing_the_emitters_win(monkeypatch, compile_options):
-    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=true")
+def test_a_kernel_can_keep_some_options_out(compile_options):
+    """``jit(..., fast_options=names)``: small calls of that kernel use only the named fast options
+    (soft best-of-N keeps LLVM's optimisation); other kernels keep all of them."""
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    emitters = "xla_cpu_use_fusion_emitters"
+    kernel = _jit.jit(lambda x: jnp.exp(x) * 4, fast_options=(emitters,))
+    _jit.clear_memory()
+    np.testing.assert_allclose(kernel(jnp.arange(3.0)), 4 * np.exp(np.arange(3.0)), rtol=1e-15)
+    _scaled(jnp.arange(3.0), m=4)
+    assert compile_options == [{emitters: False}, _jit._fast_compile_options()]
+    assert _jit._fast_compile_options() == _jit.FAST_COMPILE_OPTIONS
+
+
+@pytest.mark.parametrize(
+    "flags, left",
+    [
+        ("--xla_cpu_use_fusion_emitters=true", {"xla_backend_optimization_level": 0}),
+        ("--xla_backend_optimization_level=2", {"xla_cpu_use_fusion_emitters": False}),
+        ("--xla_cpu_use_fusion_emitters=true --xla_backend_optimization_level=3", None),
+    ],
+)
+def test_options_set_in_xla_flags_win(monkeypatch, compile_options, flags, left):
+    """An option that XLA_FLAGS sets is not overridden; with both set the call is left to jax.jit."""
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " " + flags)
     monkeypatch.delitem(_jit._state, "fast_options", raising=False)
     try:
         _jit.clear_memory()
         _scaled(jnp.arange(3.0), m=2)
-        assert compile_options == []  # left to jax.jit, which reads XLA_FLAGS
+        assert compile_options == ([] if left is None else [left])  # [] : left to jax.jit, which reads XLA_FLAGS
     finally:
         monkeypatch.delitem(_jit._state, "fast_options", raising=False)
 
