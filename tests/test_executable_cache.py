@@ -166,7 +166,10 @@ def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monk
         ]
 
     fast = run()
-    assert compile_options and all(o == _jit.FAST_COMPILE_OPTIONS for o in compile_options)
+    # soft best-of-N keeps LLVM's optimisation (jit(fast_options=...)): the emitters option only
+    fast_items = _jit.FAST_COMPILE_OPTIONS.items()
+    assert compile_options and all(o and o.items() <= fast_items for o in compile_options)
+    assert _jit.FAST_COMPILE_OPTIONS in compile_options and {"xla_cpu_use_fusion_emitters": False} in compile_options
     monkeypatch.setitem(_jit._state, "fast_options", {})
     del compile_options[:]
     default = run()
