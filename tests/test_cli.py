@@ -296,18 +296,31 @@ def test_a_skipped_note_gets_its_own_line_under_the_progress_bar(capsys, monkeyp
 
 
 def test_a_dead_worker_is_one_clear_error(tmp_path):
-    """A worker process that dies (here: os._exit in an experiment) ends the run with one error line."""
+    """A worker process that dies (here: os._exit in an experiment) ends the run with one error line.
+    The experiment this process runs itself (``reproduce`` runs one share in the calling process) succeeds."""
     fake = tmp_path / "experiments"
     fake.mkdir()
     (fake / "__init__.py").write_text(
         "import importlib\n"
         "from asymalign._registry import EXPERIMENTS\n"
+        "from . import _common\n"
         "def load(name):\n"
         "    return importlib.import_module(f'{__name__}.{name}')\n"
     )
     (fake / "_common.py").write_text("def to_jsonable(x):\n    return x\n")
     for name in ("ldp", "cumulants"):
-        (fake / f"{name}.py").write_text("import os\ndef compute(key, *, quick=False):\n    os._exit(3)\n")
+        (fake / f"{name}.py").write_text(
+            "import multiprocessing, os\n"
+            "from types import SimpleNamespace\n"
+            "from matplotlib.figure import Figure\n"
+            "def compute(key, *, quick=False):\n"
+            "    if multiprocessing.parent_process() is not None:  # a spawned worker dies\n"
+            "        os._exit(3)\n"
+            f"    table = SimpleNamespace(write_csv=lambda path: open(path, 'w').write('x\\n'))\n"
+            f"    return SimpleNamespace(name={name!r}, table=table, params={{}}, summary={{}})\n"
+            "def plot(result):\n"
+            "    return Figure()\n"
+        )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env[cli.EXPERIMENTS_ENV] = str(fake)
     res = subprocess.run(
@@ -318,3 +331,28 @@ def test_a_dead_worker_is_one_clear_error(tmp_path):
     assert res.returncode == 1, res.stderr[-2000:]
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("asymalign: error:")]
     assert len(errors) == 1 and "worker process died" in errors[0] and "--jobs 1" in errors[0], res.stderr[-2000:]
+    assert "'cumulants'" in errors[0]  # the costlier ldp ran in this process, and wrote its files
+    assert (tmp_path / "out" / "ldp.csv").read_text() == "x\n" and not (tmp_path / "out" / "cumulants.csv").exists()
+
+
+def test_worker_processes_exit_at_once_without_losing_output(tmp_path):
+    """reproduce's workers skip the interpreter's teardown at exit (os._exit from an atexit
+    handler): what they printed is still flushed, and they exit with status 0."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing as mp, sys\n"
+        "from asymalign import cli\n"
+        "def job():\n"
+        "    print('printed in the worker', end='')  # left in the buffer\n"
+        "    return mp.current_process().pid\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = mp.get_context('spawn')\n"
+        "    pool = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=cli._worker_init, initargs=(None, None))\n"
+        "    pool.submit(job).result()\n"
+        "    (proc,) = pool._processes.values()\n"
+        "    pool.shutdown()\n"
+        "    print('', proc.exitcode)\n"
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["printed", "in", "the", "worker", "0"], res.stdout
