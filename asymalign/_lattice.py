@@ -304,10 +304,17 @@ def _host_bisect(g, lo, hi, iters: int = nx._BISECT_ITERS):
     return 0.5 * (lo + hi)
 
 
-def _host_tilted(log_w, theta, m):
-    """Rows of the tilted laws ``w_θ ∝ w e^{θ m}`` for each ``θ`` (NumPy, float64)."""
-    z = log_w + theta[:, None] * m
-    return np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+def _host_mean_var(log_w, theta, m):
+    """Mean and variance of the tilted laws ``w_θ ∝ w e^{θ m}`` for each ``θ`` (NumPy,
+    float64), in blocks of about 2^20 entries (the alphabet may be long)."""
+    rows = max(1, (1 << 20) // m.size)
+    mean, var = np.empty(theta.size), np.empty(theta.size)
+    for i in range(0, theta.size, rows):
+        z = log_w + theta[i : i + rows, None] * m
+        ph = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+        mean[i : i + rows] = mu = ph @ m
+        var[i : i + rows] = np.sum(ph * (m - mu[:, None]) ** 2, axis=1)
+    return mean, var
 
 
 def _host_fisher_length_grid(log_w, n: int, grid: int = 4096):
@@ -321,11 +328,9 @@ def _host_fisher_length_grid(log_w, n: int, grid: int = 4096):
     targets = np.array([lo_target, span - lo_target])
     v = np.full(2, nx._SINH_V)
     # the two ends at once: mean(θ) - target, increasing in θ = sinh(v)
-    ends = np.sinh(_host_bisect(lambda x: _host_tilted(log_w, np.sinh(x), m) @ m - targets, -v, v, 80))
+    ends = np.sinh(_host_bisect(lambda x: _host_mean_var(log_w, np.sinh(x), m)[0] - targets, -v, v, 80))
     th = np.linspace(ends[0], ends[1], grid)
-    ph = _host_tilted(log_w, th, m)
-    mu = ph @ m
-    sd = np.sqrt(np.maximum(np.sum(ph * (m - mu[:, None]) ** 2, axis=1), 0.0))
+    sd = np.sqrt(np.maximum(_host_mean_var(log_w, th, m)[1], 0.0))
     return th, np.concatenate([[0.0], np.cumsum(0.5 * (sd[1:] + sd[:-1]) * np.diff(th))])
 
 

@@ -339,6 +339,17 @@ def test_host_fisher_length_grid_matches_the_jitted_one(w, n):
     assert np.all(np.diff(th_host) > 0) and np.all(np.diff(u_host) >= 0)
 
 
+def test_host_fisher_length_grid_in_blocks_matches_the_jitted_one():
+    """A long alphabet (span 600: the 4096-tilt grid is computed in 2^20-entry blocks of 1747 rows)."""
+    log_w = np.full(601, -np.inf)
+    log_w[[0, 1, 7, 350, 600]] = np.log([0.3, 0.3, 0.2, 0.1, 0.1])
+    assert (1 << 20) // log_w.size < 4096 // 2  # at least three blocks
+    th_host, u_host = lattice_kernels._host_fisher_length_grid(log_w, 50)
+    th, u = (np.asarray(x) for x in jax.jit(lattice_kernels._fisher_length_grid)(jnp.asarray(log_w), 50.0))
+    np.testing.assert_allclose(th_host, th, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(u_host, u, rtol=1e-9, atol=1e-12)
+
+
 def test_law_from_lattice_jit_and_vmap_match_reward_law():
     n, span = 30, 3
     ps = np.array([[0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25], [0.5, 0.3, 0.0, 0.2], [0.01, 0.01, 0.01, 0.97]])
