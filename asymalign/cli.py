@@ -500,4 +500,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m asymalign.cli`: run the package's module, not this __main__ copy, so that its
+    # CLIError is the class that worker processes (which import asymalign.cli) raise.
+    from asymalign import cli as _cli
+
+    sys.exit(_cli.main())

@@ -295,9 +295,9 @@ def test_a_skipped_note_gets_its_own_line_under_the_progress_bar(capsys, monkeyp
     assert [p for p in pieces if "needs the data extra" in p] == ["sentiment skipped: needs the data extra"], pieces
 
 
-def test_a_dead_worker_is_one_clear_error(tmp_path):
-    """A worker process that dies (here: os._exit in an experiment) ends the run with one error line.
-    The experiment this process runs itself (``reproduce`` runs one share in the calling process) succeeds."""
+def _reproduce_with_a_failing_worker(tmp_path, failure: str):
+    """``reproduce --only ldp cumulants --jobs 2`` on fake experiments that run ``failure`` in a spawned
+    worker and succeed in the calling process (which runs the costlier ``ldp`` itself)."""
     fake = tmp_path / "experiments"
     fake.mkdir()
     (fake / "__init__.py").write_text(
@@ -313,9 +313,10 @@ def test_a_dead_worker_is_one_clear_error(tmp_path):
             "import multiprocessing, os\n"
             "from types import SimpleNamespace\n"
             "from matplotlib.figure import Figure\n"
+            "from asymalign.cli import CLIError\n"
             "def compute(key, *, quick=False):\n"
-            "    if multiprocessing.parent_process() is not None:  # a spawned worker dies\n"
-            "        os._exit(3)\n"
+            "    if multiprocessing.parent_process() is not None:  # in a spawned worker\n"
+            f"        {failure}\n"
             f"    table = SimpleNamespace(write_csv=lambda path: open(path, 'w').write('x\\n'))\n"
             f"    return SimpleNamespace(name={name!r}, table=table, params={{}}, summary={{}})\n"
             "def plot(result):\n"
@@ -328,11 +329,26 @@ def test_a_dead_worker_is_one_clear_error(tmp_path):
          "--no-compile-cache", "--out", str(tmp_path / "out")],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert res.returncode == 1, res.stderr[-2000:]
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("asymalign: error:")]
-    assert len(errors) == 1 and "worker process died" in errors[0] and "--jobs 1" in errors[0], res.stderr[-2000:]
-    assert "'cumulants'" in errors[0]  # the costlier ldp ran in this process, and wrote its files
+    # the calling process's experiment completed and wrote its files; the worker's did not
     assert (tmp_path / "out" / "ldp.csv").read_text() == "x\n" and not (tmp_path / "out" / "cumulants.csv").exists()
+    return res, errors
+
+
+def test_a_dead_worker_is_one_clear_error(tmp_path):
+    """A worker process that dies (here: os._exit in an experiment) ends the run with one error line."""
+    res, errors = _reproduce_with_a_failing_worker(tmp_path, "os._exit(3)")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert len(errors) == 1 and "worker process died" in errors[0] and "--jobs 1" in errors[0], res.stderr[-2000:]
+    assert "'cumulants'" in errors[0]
+
+
+def test_an_error_in_a_worker_is_its_own_error_line_and_status(tmp_path):
+    """An experiment's error raised in a worker reaches the calling process as itself (message and status)."""
+    failure = "raise CLIError('cannot write cumulants.png: disk full', 3)"
+    res, errors = _reproduce_with_a_failing_worker(tmp_path, failure)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert errors == ["asymalign: error: cannot write cumulants.png: disk full"], res.stderr[-2000:]
 
 
 def test_worker_processes_exit_at_once_without_losing_output(tmp_path):
