@@ -42,8 +42,8 @@ milliseconds). Above the threshold run time outweighs compilation (the fusion
 emitters alone ran large calls up to 2x faster), so large calls keep XLA's
 defaults. The choice is made once per call signature (shapes, dtypes, static
 values); results agree to rounding (a test compares the package's kernels both
-ways to 1e-12), and a kernel can keep options out (``jit(fast_options=...)``:
-soft best-of-N keeps LLVM's optimisation). An option that ``XLA_FLAGS`` sets
+ways to 1e-12; soft best-of-N's lattice is exact in binary so that its sums at
+``log N = 1e6`` do not depend on the options). An option that ``XLA_FLAGS`` sets
 (``--xla_cpu_use_fusion_emitters``, ``--xla_backend_optimization_level``) wins
 over this choice.
 """
@@ -241,10 +241,9 @@ def _elements(shapes) -> int:
 class _CachedJit:
     """A ``jax.jit`` function whose executables persist in the executable cache."""
 
-    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, fast_options=None, **jit_kwargs):
+    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
         functools.update_wrapper(self, fun)
         self._work = work
-        self._fast_names = None if fast_options is None else frozenset(fast_options)
         # Two kernels of one function (other static arguments, another vectorize
         # signature) get distinct names: the n-th made in this process is name#n.
         name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
@@ -367,8 +366,6 @@ class _CachedJit:
     def _options(self, mem_key, lowered) -> dict:
         """:func:`_fast_compile_options` for a small call (see the module docstring), else ``{}``."""
         options = _fast_compile_options()
-        if self._fast_names is not None:
-            options = {k: v for k, v in options.items() if k in self._fast_names}
         if not options:
             return options
         static, _, avals, _ = mem_key
@@ -421,7 +418,7 @@ class _CachedJit:
         return compiled
 
 
-def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, fast_options=None, **jit_kwargs):
+def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
     """``jax.jit`` whose executables persist in the executable cache (see the module docstring).
 
     Same arguments as ``jax.jit``; usable as ``@jit``, ``@jit(static_argnames=...)``
@@ -430,12 +427,9 @@ def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, fast_o
     the static arguments (a dict by name) to the number of elements the kernel
     processes when that exceeds its inputs and outputs (a Monte-Carlo kernel
     with small inputs and outputs): a call compiles for compile speed only
-    when this, too, is below :data:`SMALL_ELEMENTS`. ``fast_options``, if given,
-    names the :data:`FAST_COMPILE_OPTIONS` this kernel may use for small calls
-    (a kernel whose accuracy at extreme arguments was measured to depend on the
-    optimised code keeps ``xla_backend_optimization_level`` out).
+    when this, too, is below :data:`SMALL_ELEMENTS`.
     """
-    kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work, fast_options=fast_options)
+    kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work)
     if fun is None:
         return functools.partial(jit, **kwargs, **jit_kwargs)
     return _CachedJit(fun, **kwargs, **jit_kwargs)

@@ -13,11 +13,15 @@ bump centred at ``c_s = -log w_s``) and ``E = M(e^u)^{N-1}``, which falls
 from 1 to 0 in steps: one *cut-off* ``exp(-K_i e^u)`` per plateau between
 two bumps, centred at ``-log K_i``, ``K_i = (N-1) Σ_{t<i} P(t) w_t / F(<i)``.
 
-**Quadrature.** The trapezoid rule on the lattice ``u = jh`` (``h = 0.2``)
+**Quadrature.** The trapezoid rule on the lattice ``u = jh`` (``h = 3/16``)
 is exponentially accurate for these integrands (analytic in the strip
-``|Im u| < π/2``: error ``~e^{-π²/h} ≈ 1e-21``). Only nodes within
+``|Im u| < π/2``: error ``~e^{-π²/h} ≈ 1e-23``). The step is a binary
+fraction, so every node ``jh`` (``|j|`` up to ``5·10^6`` at ``log N = 1e6``)
+is an exact double: the nearly cancelling sums below give the same result
+however the compiler fuses them (with ``h = 0.2``, unoptimised code moved
+the mass at ``log N = 1e6`` by 5.6e-11). Only nodes within
 ``[-A, 4.4]`` (``A = 40``) of a feature centre (bumps and cut-offs) are
-evaluated: ``W = 223`` lattice nodes per feature, their union shared by all
+evaluated: ``W = 238`` lattice nodes per feature, their union shared by all
 levels. Between these windows ``e^u E(u)`` is log-linear (``E`` is constant
 there to a relative ``e^{-A}``), so the lattice sums over the gaps are exact
 geometric series of the log-linear interpolant, and the tail below the first
@@ -38,7 +42,7 @@ Everything is in log space (``M^{N-1} = exp(-exp(log(N-1) + log(-log M)))``
 with ``-log M`` from ``1 - M`` accumulated directly), so ``log N`` up to
 ``1e6`` and ``τ`` from ``1e-3`` to ``1e3`` keep relative accuracy per level.
 Cost ``O(T·D + L·W)`` for ``T`` window nodes: ``O(L)`` in practice (about
-``450 L`` terms); the node count ``T`` and ``D`` are computed on the host
+``480 L`` terms); the node count ``T`` and ``D`` are computed on the host
 from concrete inputs (and bucketed to powers of two, one compilation per
 bucket), or bounded by ``T <= 2 L W``, ``D <= L`` under tracing.
 """
@@ -62,9 +66,9 @@ from .sequence_laws import RewardLaw
 
 __all__ = ["soft_best_of_n"]
 
-_H = 0.2  # lattice step in u = log t
+_H = 0.1875  # lattice step in u = log t: a binary fraction, so every node j h is an exact double
 _A = 40.0  # a window starts A before its feature centre
-_W = 223  # lattice nodes per window: [-A, -A + (W - 1) h] = [-40, 4.4]
+_W = 238  # lattice nodes per window: (W - 1) h >= A + TOP
 _TOP = 4.4  # g(x) = exp(x - e^x) <= e^{-77} for x > 4.4
 
 
@@ -237,10 +241,7 @@ def _sbon_log_law(levels, log_prob, log_n, temperature, num_nodes: int, num_dire
     return jnp.where(total <= num_nodes, out, jnp.nan), total  # too few nodes: NaN (the caller retries)
 
 
-# Small calls use the classic emitters but keep LLVM's optimisation (FAST_COMPILE_OPTIONS without the
-# optimisation level): measured, unoptimised code moves a one-level law's mass at log N = 1e6 by 5.6e-11
-# (within the 1e-10 stated above; the optimised code keeps it exact to rounding, which a test pins).
-@functools.partial(jit, static_argnames=("num_nodes", "num_direct"), fast_options=("xla_cpu_use_fusion_emitters",))
+@functools.partial(jit, static_argnames=("num_nodes", "num_direct"))
 def _vec_sbon(levels, log_prob, log_n, temperature, num_nodes, num_direct):
     kernel = functools.partial(_sbon_log_law, num_nodes=num_nodes, num_direct=num_direct)
     return jnp.vectorize(kernel, signature="(l),(l),(),()->(l),()")(levels, log_prob, log_n, temperature)
@@ -279,16 +280,16 @@ def soft_best_of_n(
     around the integrand's features and summed exactly (geometric series)
     between them (module docstring). Measured in float64: machine precision
     against enumeration of all N-tuples (N <= 4, τ from 1e-3 to 1e3), total
-    mass 1 to 1e-12 for ``log N <= 1e3`` and to 1e-10 at ``log N = 1e6``
-    (there the input itself and the nodes near ``log t = -1e6`` are rounded
-    at that level), and the ``1/N^2`` rate with the §12 constant to 5e-5 at
-    N = 2^18. Cost ``O(L)`` for ``L`` levels (about 450 terms per level).
+    mass 1 to 1e-14 for ``log N`` up to ``1e6`` (with the fast-compile
+    options and with XLA's defaults), and the ``1/N^2`` rate with the §12
+    constant to 5e-5 at N = 2^18. Cost ``O(L)`` for ``L`` levels (about 480
+    terms per level).
     Jittable, vmappable and differentiable in ``law.log_prob``,
     ``log_num_samples`` and ``temperature`` (the quadrature nodes carry no
     gradient; the integral does not depend on them). With concrete inputs
     the node count is computed on the host (one compilation per power-of-two
     bucket); under tracing (``jax.jit`` of a caller) it is bounded by
-    ``2 L · 223`` nodes, which is slower for large ``L``.
+    ``2 L · 238`` nodes, which is slower for large ``L``.
 
     Args:
       law: a :class:`~asymalign.RewardLaw` (or stacked laws).

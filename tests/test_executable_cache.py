@@ -166,10 +166,7 @@ def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monk
         ]
 
     fast = run()
-    # soft best-of-N keeps LLVM's optimisation (jit(fast_options=...)): the emitters option only
-    fast_items = _jit.FAST_COMPILE_OPTIONS.items()
-    assert compile_options and all(o and o.items() <= fast_items for o in compile_options)
-    assert _jit.FAST_COMPILE_OPTIONS in compile_options and {"xla_cpu_use_fusion_emitters": False} in compile_options
+    assert compile_options and all(o == _jit.FAST_COMPILE_OPTIONS for o in compile_options)
     monkeypatch.setitem(_jit._state, "fast_options", {})
     del compile_options[:]
     default = run()
@@ -231,20 +228,6 @@ def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
     monkeypatch.setitem(_jit._state, "fast_options", dict(_jit.FAST_COMPILE_OPTIONS))
     with pytest.raises(RuntimeError, match="out of memory"):
         _jit._compile(_Lowered("RESOURCE_EXHAUSTED: out of memory"), _jit.FAST_COMPILE_OPTIONS)
-
-
-def test_a_kernel_can_keep_some_options_out(compile_options):
-    """``jit(..., fast_options=names)``: small calls of that kernel use only the named fast options
-    (soft best-of-N keeps LLVM's optimisation); other kernels keep all of them."""
-    if jax.devices()[0].platform != "cpu":
-        pytest.skip("the fast-compile options are for XLA:CPU")
-    emitters = "xla_cpu_use_fusion_emitters"
-    kernel = _jit.jit(lambda x: jnp.exp(x) * 4, fast_options=(emitters,))
-    _jit.clear_memory()
-    np.testing.assert_allclose(kernel(jnp.arange(3.0)), 4 * np.exp(np.arange(3.0)), rtol=1e-15)
-    _scaled(jnp.arange(3.0), m=4)
-    assert compile_options == [{emitters: False}, _jit._fast_compile_options()]
-    assert _jit._fast_compile_options() == _jit.FAST_COMPILE_OPTIONS
 
 
 @pytest.mark.parametrize(

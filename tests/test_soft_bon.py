@@ -2,8 +2,9 @@
 
 The reference is brute force: every N-tuple of levels, its probability, and
 the selection probabilities w_j / Σ w_i computed with the weights shifted by
-the tuple's maximum (so τ = 1e-3 does not overflow). The module's quadrature
-accuracy against 20-digit mpmath is measured in its docstring, not here.
+the tuple's maximum (so τ = 1e-3 does not overflow). Beyond N = 4 the
+quadrature is checked by its limits (best-of-N, the reference, the tilt at the
+§12 rate) and by its total mass up to log N = 1e6.
 """
 
 import itertools
@@ -72,8 +73,45 @@ def test_normalised_and_finite_across_ranges(tau, log_n):
     law = aa.reward_law([0.7, 0.3], [0.0, 1.0], 30)
     lp = np.asarray(aa.soft_best_of_n(law, log_n, tau).log_prob)
     assert not np.any(np.isnan(lp)) and not np.any(lp == np.inf)
-    # log N = 1e6 is itself known only to ~1e-10 relative (nodes near u = -1e6 are rounded at 1e-10)
-    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= (1e-12 if log_n <= 1e3 else 1e-10)
+    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= 5e-14  # measured: 8.2e-15 at most
+
+
+def test_lattice_step_is_dyadic_so_every_node_is_an_exact_double():
+    """u = j h and the origin o = j_o h (j_o ~ -log N / h, up to 5e6 at log N = 1e6) are exact
+    doubles, so the nearly cancelling sums log N + o and o + (u - o) come out the same however
+    the compiler evaluates them (the next test). h = 0.2 is not: j h is rounded, by up to 6e-11."""
+    from fractions import Fraction
+
+    from asymalign import soft_bon as sb
+
+    def exact(h):
+        js = [1, 3, 5, 12345, -4_999_999, -5_000_000, 2**40 + 1]
+        return all(Fraction(j * h) == j * Fraction(h) for j in js)
+
+    assert Fraction(sb._H).denominator <= 64 and exact(sb._H)
+    assert not exact(0.2)
+    assert (sb._W - 1) * sb._H >= sb._A + sb._TOP  # a window spans [-A, TOP] around its feature
+
+
+@pytest.mark.parametrize("compile_options", ["fast", "xla defaults"])
+def test_huge_log_n_keeps_the_mass_under_every_compile_option(monkeypatch, compile_options):
+    """With h = 0.2 the unoptimised code (the fast-compile options) put the mass of a one-level law
+    at log N = 1e6 at 1 - 5.6e-11 and the optimised code at 1; with the dyadic step both are exact."""
+    from asymalign import _jit
+
+    if compile_options != "fast":
+        monkeypatch.setitem(_jit._state, "fast_options", {})
+    _jit.clear_memory()
+    one = aa.reward_law([0.3, 0.7], [2.0, 2.0], 4)
+    two = aa.reward_law([0.7, 0.3], [0.0, 1.0], 30)
+    try:
+        for log_n in (1e3, 1e5, 1e6):
+            for tau in (1e-3, 1.0, 1e3):
+                np.testing.assert_allclose(np.asarray(aa.soft_best_of_n(one, log_n, tau).log_prob), [0.0], atol=1e-14)
+                mass = float(np.sum(np.asarray(aa.soft_best_of_n(two, log_n, tau).prob)))
+                assert abs(mass - 1.0) <= 5e-14, (log_n, tau, mass)
+    finally:
+        _jit.clear_memory()
 
 
 def test_many_samples_tend_to_the_tilt_at_rate_one_over_n_squared():
