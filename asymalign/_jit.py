@@ -30,22 +30,26 @@ the directory holds executable code: keep it where only you can write.
 
 Small problems compile for compile speed. On CPU, a kernel call whose input and
 output arrays each hold fewer than :data:`SMALL_ELEMENTS` elements, and whose
-declared work (the ``work`` argument of :func:`jit`) is below that too, is compiled
-with :data:`FAST_COMPILE_OPTIONS`: XLA's classic loop emitters instead of its newer
-fusion emitters, and no LLVM optimisation of the generated code. Measured on 2 CPU
-cores, in one process: compiling and running the experiments of ``asymalign
-reproduce --quick`` took 114 s of CPU time with the classic emitters alone and 66 s
-with both options (the emitters alone had cut compilation by about 35% against
-XLA's defaults); run again from the cache, the same small executables took 11 s
-instead of 9 s (unoptimised code ran 1 to 4 times slower, which at these sizes is
-milliseconds). Above the threshold run time outweighs compilation (the fusion
-emitters alone ran large calls up to 2x faster), so large calls keep XLA's
-defaults. The choice is made once per call signature (shapes, dtypes, static
-values); results agree to rounding (a test compares the package's kernels both
-ways to 1e-12; soft best-of-N's lattice is exact in binary so that its sums at
-``log N = 1e6`` do not depend on the options). An option that ``XLA_FLAGS`` sets
-(``--xla_cpu_use_fusion_emitters``, ``--xla_backend_optimization_level``) wins
-over this choice.
+declared work (the ``work`` argument of :func:`jit`: the tokens a Monte-Carlo kernel
+draws) is below :data:`SMALL_WORK`, is compiled with :data:`FAST_COMPILE_OPTIONS`:
+XLA's classic loop emitters instead of its newer fusion emitters, and no LLVM
+optimisation of the generated code. Measured on 2 CPU cores, in one process:
+compiling and running the experiments of ``asymalign reproduce --quick`` took 114 s
+of CPU time with the classic emitters alone and 66 s with both options (the emitters
+alone had cut compilation by about 35% against XLA's defaults); run again from the
+cache, the same small executables took 11 s instead of 9 s (unoptimised code ran 1
+to 4 times slower, which at these sizes is milliseconds). Above the threshold run
+time outweighs compilation (the fusion emitters alone ran large calls up to 2x
+faster), so large calls keep XLA's defaults. Monte-Carlo work is cheaper per
+element: ``simulate_bon`` drawing 5e5 tokens gave its first result in 0.53 s instead
+of 1.45 s, and then ran 9 ms instead of 4 ms a call; at 2.6e7 tokens, 257 ms instead
+of 42 ms a call (2 CPU cores), hence a separate threshold, :data:`SMALL_WORK`. The
+choice is made once per call signature (shapes, dtypes, static values); results
+agree to rounding (a test compares the package's kernels both ways to 1e-12; soft
+best-of-N's lattice is exact in binary so that its sums at ``log N = 1e6`` do not
+depend on the options). An option that ``XLA_FLAGS`` sets
+(``--xla_cpu_use_fusion_emitters``, ``--xla_backend_optimization_level``) wins over
+this choice.
 """
 
 from __future__ import annotations
@@ -67,8 +71,10 @@ __all__ = ["jit", "set_executable_cache_dir", "executable_cache_dir", "clear_mem
 #: XLA options for a small problem on CPU: the classic loop emitters, and the
 #: generated code not optimised by LLVM (see the module docstring).
 FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
-#: A call is small when each input and output array, and its declared work, have fewer elements.
+#: A call is small when each input and output array has fewer elements...
 SMALL_ELEMENTS = 1 << 16
+#: ...and its declared work (a Monte-Carlo kernel: the tokens it draws) is below this.
+SMALL_WORK = 1 << 22
 
 _state = {"dir": None, "fingerprint": None, "environment": None}
 # In ``_loaded``: a call signature left to jax.jit (a large problem without the
@@ -370,12 +376,9 @@ class _CachedJit:
             return options
         static, _, avals, _ = mem_key
         outs = jax.tree_util.tree_leaves(lowered.out_info)
-        size = max(
-            _elements(a[0] for a in avals),
-            _elements(getattr(o, "shape", ()) for o in outs),
-            int(self._work(dict(static))) if self._work is not None else 0,
-        )
-        return options if size < SMALL_ELEMENTS else {}
+        size = max(_elements(a[0] for a in avals), _elements(getattr(o, "shape", ()) for o in outs))
+        work = int(self._work(dict(static))) if self._work is not None else 0
+        return options if size < SMALL_ELEMENTS and work < SMALL_WORK else {}
 
     def _load_or_compile(self, mem_key, pos, kw):
         """This signature's executable: from the executable cache (when on), else compiled;
@@ -427,7 +430,7 @@ def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_
     the static arguments (a dict by name) to the number of elements the kernel
     processes when that exceeds its inputs and outputs (a Monte-Carlo kernel
     with small inputs and outputs): a call compiles for compile speed only
-    when this, too, is below :data:`SMALL_ELEMENTS`.
+    when this is below :data:`SMALL_WORK`.
     """
     kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work)
     if fun is None:

@@ -97,6 +97,7 @@ class _Shape(NamedTuple):
     block: int  # sequences per random block, at most
     half: int  # uint64 words drawn per block (2 * half >= units in any block of the bucket)
     tokens: int  # padded sequence length of the returned tokens: rows * group
+    max_samples: int  # N at most over the bucket (S): sizes the work (compiler options), not an array
 
 
 def _traced_plan(n: int, sizing: int, num_trials: int, chunk_size: int, k: int, group: int):
@@ -123,7 +124,7 @@ def _traced_plan(n: int, sizing: int, num_trials: int, chunk_size: int, k: int, 
     half = int(-(-int(units.max()) // 2))
     rows = -(-n_hi // m)
     block = min(sizing, max(1, _BLOCK_TOKENS // n_lo))
-    shape = _Shape(rows, block, half, rows * m)
+    shape = _Shape(rows, block, half, rows * m, sizing)
     per_block = (2 * half + block) * m  # tokens held per block
     max_blocks = -(-sizing // max(1, min(sizing // 2 + 1, _BLOCK_TOKENS // n_hi)))
     min_blocks = -(-(sizing // 2 + 1) // block)
@@ -328,11 +329,16 @@ def _traced_drawer(sampler, r, g, *, n, block, shape, group, return_tokens, tabs
 
 
 def _simulation_work(static: dict) -> int:
-    """Tokens a :func:`_simulate` call draws, at least (for :func:`asymalign._jit.jit`'s
-    choice of compiler options). With ``N`` traced (``num_chunks = 0``, the padded
-    ``shape``) chunks are drawn until ``N`` samples exist: one chunk, at least."""
+    """Tokens a :func:`_simulate` call draws (for :func:`asymalign._jit.jit`'s choice of
+    compiler options). With ``N`` traced (``num_chunks = 0``, the padded ``shape``)
+    chunks are drawn until ``N`` samples exist: at most as many as the bucket's
+    largest ``N`` needs, which is what is counted (at most twice the tokens drawn)."""
     block, bpc, num_chunks, tpc, num_trial_chunks = static["plan"]
-    n = static["n"] if static.get("shape") is None else static["shape"].tokens
+    shape = static.get("shape")
+    if shape is not None:
+        num_chunks, n = -(-shape.max_samples // (block * bpc)), shape.tokens
+    else:
+        n = static["n"]
     return block * bpc * max(num_chunks, 1) * n * tpc * num_trial_chunks
 
 

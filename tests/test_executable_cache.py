@@ -137,12 +137,13 @@ def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_
         big = jnp.linspace(0.0, 1.0, _jit.SMALL_ELEMENTS)
         np.testing.assert_allclose(_scaled(small, m=3), 3 * np.exp(np.asarray(small)), rtol=1e-15)
         np.testing.assert_allclose(_scaled(big, m=3), 3 * np.exp(np.asarray(big)), rtol=1e-15)
-        _scaled(small, m=_jit.SMALL_ELEMENTS)  # small arrays, large declared work
+        _scaled(small, m=_jit.SMALL_WORK - 1)  # small arrays, declared work below its own threshold
+        _scaled(small, m=_jit.SMALL_WORK)  # small arrays, large declared work
         _scaled(small, m=3)  # known signature: nothing new
         if with_cache:  # every executable is compiled here, so that it can be written
-            assert compile_options == [fast, {}, {}]
+            assert compile_options == [fast, {}, fast, {}]
         else:  # a large call is jax.jit's own
-            assert compile_options == [fast]
+            assert compile_options == [fast, fast]
     finally:
         _jit.set_executable_cache_dir(None)
 
@@ -180,7 +181,8 @@ def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monk
 
 def test_a_monte_carlo_kernel_is_sized_by_the_tokens_it_draws(monkeypatch):
     """The simulator's inputs and outputs are small whatever it draws: its declared work
-    (tokens drawn) decides, so a large simulation keeps XLA's default emitters."""
+    (tokens drawn; with N traced, as many as the bucket's largest N) decides, so a large
+    simulation keeps XLA's defaults and a middling one compiles for compile speed."""
     import asymalign as aa
     from asymalign import _sim_kernel
 
@@ -198,12 +200,15 @@ def test_a_monte_carlo_kernel_is_sized_by_the_tokens_it_draws(monkeypatch):
     monkeypatch.setattr(_jit._CachedJit, "_options", record)
     p, r = [0.5, 0.3, 0.2], [0.0, 1.0, 2.0]
     aa.simulate_bon(jax.random.key(0), p, r, n=2, num_samples=4, num_trials=8)
-    aa.simulate_bon(jax.random.key(0), p, r, n=64, num_samples=1024, num_trials=64)  # n and N traced
-    assert len(chosen) == 2, chosen
-    (small_work, small), (big_work, big) = chosen
-    assert 2 * 4 * 8 <= small_work < _jit.SMALL_ELEMENTS and small == _jit.FAST_COMPILE_OPTIONS
-    # one chunk per trial at least: 64 trials x a chunk of 64-sequence blocks of 64+ tokens
-    assert _jit.SMALL_ELEMENTS <= big_work <= 64 * 1024 * 128 * 64 and big == {}
+    aa.simulate_bon(jax.random.key(0), p, r, n=10, num_samples=200, num_trials=200)  # n and N traced
+    aa.simulate_bon(jax.random.key(0), p, r, n=64, num_samples=1024, num_trials=64)
+    assert len(chosen) == 3, chosen
+    (small_work, small), (mid_work, mid), (big_work, big) = chosen
+    assert small_work == 2 * 4 * 8 and small == _jit.FAST_COMPILE_OPTIONS
+    # the tokens drawn at least; at most those of twice the largest n and N of the buckets ([8, 16), (128, 256])
+    assert 10 * 200 * 200 <= mid_work <= 2 * 16 * 256 * 200 and mid_work < _jit.SMALL_WORK
+    assert mid == _jit.FAST_COMPILE_OPTIONS
+    assert 64 * 1024 * 64 <= big_work <= 2 * 128 * 1024 * 64 and _jit.SMALL_WORK <= big_work and big == {}
 
 
 def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
