@@ -11,7 +11,9 @@
 ``DIR/NAME.csv`` (the plotted data) and ``DIR/NAME.json`` (all parameters, the
 seed, package versions, the JAX backend and devices, and derived numbers).
 Runs are deterministic for a given seed, whatever ``--jobs`` (experiments run
-in that many processes, this one and spawned workers, by default one per CPU core); float64 is enabled.
+in that many processes, this one and spawned workers, by default one per CPU core;
+the ``asymalign`` script, :mod:`_asymalign_cli`, starts the first worker before it
+imports this package); float64 is enabled.
 
 Where the experiments are: ``list`` needs only the package (names and
 descriptions live in :mod:`asymalign._registry`). The experiment code lives in
@@ -299,25 +301,55 @@ def _run_one(name: str, out: Path, quick: bool, seed: int, env: dict):
     return res
 
 
-def _worker_init(jax_cache: str | None, executable_cache: str | None) -> None:
-    """A ``reproduce`` worker process: float64, the Agg backend, the parent's caches."""
+def _worker_import() -> None:
+    """A ``reproduce`` worker process's start (the pool's initializer): float64, the Agg
+    backend, and a fast exit. It needs no arguments, so that the ``asymalign`` script
+    can start a worker before this process knows its own (:mod:`_asymalign_cli`)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     import matplotlib
 
     matplotlib.use("Agg")
-    if jax_cache is not None:
+    import atexit
+
+    atexit.register(_exit_at_once)  # registered last, so it runs first
+
+
+def _use_caches(jax_cache: str | None, executable_cache: str | None) -> None:
+    """The calling process's compilation caches, in a worker (before its first compilation)."""
+    import jax
+
+    from . import _jit
+
+    if jax_cache is not None and jax.config.jax_compilation_cache_dir != jax_cache:
         from ._compile_cache import MIN_COMPILE_TIME_S
 
         jax.config.update("jax_compilation_cache_dir", jax_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_TIME_S)
-    from . import _jit
+    if _jit.executable_cache_dir() != executable_cache:
+        _jit.set_executable_cache_dir(executable_cache)
 
-    _jit.set_executable_cache_dir(executable_cache)
-    import atexit
 
-    atexit.register(_exit_at_once)  # registered last, so it runs first
+def _run_in_worker(caches: tuple, name: str, out: Path, quick: bool, seed: int, env: dict):
+    """:func:`_run_one` in a worker process, with the calling process's caches."""
+    _use_caches(*caches)
+    return _run_one(name, out, quick, seed, env)
+
+
+def _new_pool(workers: int):
+    """A pool of ``workers`` spawned processes (JAX is not fork-safe), started as experiments are handed out."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_import)
+
+
+def _discard_pool(pool) -> None:
+    """Stop a pool that will not be used, without waiting for its workers to finish starting."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # CPython's pool keeps them there
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _exit_at_once() -> None:
@@ -337,17 +369,17 @@ def _done(name: str, result, bar) -> None:
     bar.update()
 
 
-def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: dict, bar) -> dict:
+def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: dict, bar, pool=None) -> dict:
     """``reproduce`` in this process and ``jobs - 1`` spawned worker processes, costliest experiment first.
 
     Each experiment goes to the first process that is free. This process has
     imported JAX already, so it starts at once while the workers start up (about
-    2 s on 2 CPU cores); a thread hands the workers their experiments. An error
-    in a worker (or its death) stops the run after this process's current
-    experiment, as one error.
+    2 s on 2 CPU cores), unless ``pool`` (from the ``asymalign`` script, with at
+    least ``jobs - 1`` workers) started them earlier; a thread hands the workers
+    their experiments. An error in a worker (or its death) stops the run after
+    this process's current experiment, as one error.
     """
     import concurrent.futures as cf
-    import multiprocessing as mp
     import threading
 
     import jax
@@ -370,14 +402,17 @@ def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: di
             _done(name, result, bar)
 
     caches = (jax.config.jax_compilation_cache_dir or None, _jit.executable_cache_dir())
-    ctx = mp.get_context("spawn")  # JAX is not fork-safe
-    pool = cf.ProcessPoolExecutor(jobs - 1, mp_context=ctx, initializer=_worker_init, initargs=caches)
+    if pool is None:
+        pool = _new_pool(jobs - 1)
+
+    def submit(name):
+        running[pool.submit(_run_in_worker, caches, name, out, quick, seed, env)] = name
 
     mine = take()  # this process starts first: it takes the costliest experiment
-    running = {}  # the workers' share, handed out by a thread of this process
+    running = {}  # the workers' share (at most jobs - 1 at a time), handed out by a thread of this process
     for _ in range(jobs - 1):
         if (name := take()) is not None:
-            running[pool.submit(_run_one, name, out, quick, seed, env)] = name
+            submit(name)
 
     def feed():
         while running:
@@ -401,7 +436,7 @@ def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: di
                         failures.append(e)
                     return
                 if (name := take()) is not None:
-                    running[pool.submit(_run_one, name, out, quick, seed, env)] = name
+                    submit(name)
 
     feeder = threading.Thread(target=feed, name="asymalign-reproduce-workers", daemon=True)
     try:
@@ -421,13 +456,15 @@ def _run_in_workers(names, jobs: int, out: Path, quick: bool, seed: int, env: di
     return {name: results[name] for name in names}
 
 
-def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True, jobs: int = 1) -> dict:
+def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True, jobs: int = 1, pool=None) -> dict:
     """Run ``names`` and write their outputs to ``out``; returns ``{name: Result}``.
 
     ``jobs > 1`` runs the experiments in this process and ``jobs - 1`` worker
     processes (each experiment's key depends only on the seed and its name, so
     the outputs are the same as with ``jobs = 1``); workers use the compilation
-    cache this process has turned on.
+    cache this process has turned on. ``pool``: worker processes started
+    earlier (by the ``asymalign`` script), used (and shut down) if it has
+    ``jobs - 1`` of them at least; the caller stops it otherwise.
     """
     import jax
 
@@ -437,11 +474,13 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
     matplotlib.use("Agg")
     from tqdm import tqdm
 
+    jobs = max(1, min(int(jobs), len(names)))
+    if pool is not None and getattr(pool, "_max_workers", 0) < jobs - 1:  # CPython's pool size: too few
+        pool = None
     load_experiments()
     _check_out_dir(out)
     env = _environment()
     results = {}
-    jobs = max(1, min(int(jobs), len(names)))
     bar = tqdm(total=len(names), desc="reproduce", unit="exp", disable=not progress, file=sys.stderr)
     t_all = time.perf_counter()
     try:
@@ -451,7 +490,7 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
                 results[name] = _run_one(name, out, quick, seed, env)
                 _done(name, results[name], bar)
         else:
-            results = _run_in_workers(names, jobs, out, quick, seed, env, bar)
+            results = _run_in_workers(names, jobs, out, quick, seed, env, bar, pool)
     finally:  # the bar's line ends before any error is printed
         bar.close()
     if progress:
@@ -462,8 +501,13 @@ def reproduce(names, out: Path, *, quick: bool, seed: int, progress: bool = True
     return results
 
 
-def main(argv=None) -> int:
-    """Entry point of the ``asymalign`` command; returns the exit status."""
+def main(argv=None, *, pool=None) -> int:
+    """Entry point of the ``asymalign`` command; returns the exit status.
+
+    ``pool``: ``reproduce``'s worker processes, started by the ``asymalign``
+    script before it imported this package (:mod:`_asymalign_cli`); stopped
+    unless ``reproduce`` uses them.
+    """
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -489,7 +533,7 @@ def main(argv=None) -> int:
         load_experiments()  # fail early, in one line, when the experiments are not here
         _setup_compile_cache(args)
         jobs = default_jobs(len(names)) if args.jobs is None else args.jobs
-        reproduce(names, Path(args.out), quick=args.quick, seed=args.seed, jobs=jobs)
+        reproduce(names, Path(args.out), quick=args.quick, seed=args.seed, jobs=jobs, pool=pool)
         return 0
     except CLIError as e:
         print(f"{_PROG}: error: {e}", file=sys.stderr)
@@ -497,6 +541,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if pool is not None:  # unused, or used and shut down already
+            _discard_pool(pool)
 
 
 if __name__ == "__main__":

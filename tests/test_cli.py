@@ -263,15 +263,61 @@ def test_jobs_flag(capsys):
 
 
 def test_parallel_reproduce_writes_what_one_process_writes(tmp_path):
+    """With the worker the ``asymalign`` script starts before it imports JAX (its own pool,
+    without it, is run by the failing-worker tests below)."""
+    import _asymalign_cli
+
     names = ["ldp", "cumulants"]
     serial = cli.reproduce(names, tmp_path / "one", quick=True, seed=3, progress=False, jobs=1)
-    parallel = cli.reproduce(names, tmp_path / "two", quick=True, seed=3, progress=False, jobs=2)
+    pool = _asymalign_cli._start_pool(1)
+    parallel = cli.reproduce(names, tmp_path / "two", quick=True, seed=3, progress=False, jobs=2, pool=pool)
+    assert pool._shutdown_thread  # used, and shut down by reproduce
     assert list(parallel) == names
     for name in names:
         for ext in ("csv", "png", "pdf"):
             assert (tmp_path / "two" / f"{name}.{ext}").stat().st_size > 0
         assert (tmp_path / "one" / f"{name}.csv").read_text() == (tmp_path / "two" / f"{name}.csv").read_text()
         assert serial[name].summary.keys() == parallel[name].summary.keys()
+
+
+def test_the_script_imports_neither_the_package_nor_jax_before_it_starts_workers():
+    code = "import sys, _asymalign_cli; print(sorted({'jax', 'asymalign', 'numpy'} & set(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, cores, wanted",
+    [
+        (["reproduce", "--quick"], 2, True),
+        (["reproduce", "--only", "ldp", "--jobs", "2"], 2, True),
+        (["reproduce", "--quick"], 1, False),
+        (["reproduce", "--jobs", "1"], 4, False),
+        (["reproduce", "-j", "1"], 4, False),
+        (["reproduce", "--jobs=1"], 4, False),
+        (["reproduce", "-j1", "--quick"], 4, False),
+        (["reproduce", "--help"], 4, False),
+        (["list"], 4, False),
+        (["sweep", "c.toml"], 4, False),
+        ([], 4, False),
+    ],
+)
+def test_the_script_starts_workers_only_for_a_parallel_reproduce(monkeypatch, argv, cores, wanted):
+    import _asymalign_cli
+
+    monkeypatch.setattr(_asymalign_cli, "_cores", lambda: cores)
+    assert _asymalign_cli._wants_workers(argv) is wanted
+
+
+def test_workers_started_for_a_run_that_fails_are_stopped(capsys):
+    import _asymalign_cli
+
+    pool = _asymalign_cli._start_pool(1)
+    (proc,) = pool._processes.values()
+    assert cli.main(["reproduce", "--only", "nope"], pool=pool) == 2
+    assert "unknown experiment 'nope'" in _one_error_line(capsys)
+    proc.join(timeout=30)  # terminated while it was still importing: no wait for its start
+    assert proc.exitcode is not None
 
 
 def test_errors_of_worker_processes_keep_their_status():
@@ -363,7 +409,7 @@ def test_worker_processes_exit_at_once_without_losing_output(tmp_path):
         "    return mp.current_process().pid\n"
         "if __name__ == '__main__':\n"
         "    ctx = mp.get_context('spawn')\n"
-        "    pool = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=cli._worker_init, initargs=(None, None))\n"
+        "    pool = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=cli._worker_import)\n"
         "    pool.submit(job).result()\n"
         "    (proc,) = pool._processes.values()\n"
         "    pool.shutdown()\n"
