@@ -96,20 +96,22 @@ def test_lattice_step_is_dyadic_so_every_node_is_an_exact_double():
 @pytest.mark.parametrize("compile_options", ["fast", "xla defaults"])
 def test_huge_log_n_keeps_the_mass_under_every_compile_option(monkeypatch, compile_options):
     """With h = 0.2 the unoptimised code (the fast-compile options) put the mass of a one-level law
-    at log N = 1e6 at 1 - 5.6e-11 and the optimised code at 1; with the dyadic step both are exact."""
+    at log N = 1e6 at 1 - 5.6e-11 and the optimised code at 1; with the dyadic step both are exact.
+    (XLA's defaults are checked on that law only: each of its compilations takes seconds.)"""
     from asymalign import _jit
 
-    if compile_options != "fast":
+    laws = [aa.reward_law([0.3, 0.7], [2.0, 2.0], 4)]
+    if compile_options == "fast":
+        laws.append(aa.reward_law([0.7, 0.3], [0.0, 1.0], 30))
+    else:
         monkeypatch.setitem(_jit._state, "fast_options", {})
     _jit.clear_memory()
-    one = aa.reward_law([0.3, 0.7], [2.0, 2.0], 4)
-    two = aa.reward_law([0.7, 0.3], [0.0, 1.0], 30)
     try:
         for log_n in (1e3, 1e5, 1e6):
             for tau in (1e-3, 1.0, 1e3):
-                np.testing.assert_allclose(np.asarray(aa.soft_best_of_n(one, log_n, tau).log_prob), [0.0], atol=1e-14)
-                mass = float(np.sum(np.asarray(aa.soft_best_of_n(two, log_n, tau).prob)))
-                assert abs(mass - 1.0) <= 5e-14, (log_n, tau, mass)
+                for law in laws:
+                    lp = np.asarray(aa.soft_best_of_n(law, log_n, tau).log_prob)
+                    assert abs(float(np.sum(np.exp(lp))) - 1.0) <= (1e-14 if lp.size == 1 else 5e-14), (log_n, tau, lp)
     finally:
         _jit.clear_memory()
 

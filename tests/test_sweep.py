@@ -19,13 +19,12 @@ import time
 import tomllib
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import asymalign as aa
-from asymalign import sweep
+from asymalign import _jit, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,18 +230,19 @@ def test_killed_and_resumed_matches_uninterrupted(work, reference_run):
     assert (out / "results.csv").read_bytes() == (reference_run / "results.csv").read_bytes()
 
 
-@jax.jit
+# The package's jit: jax.jit that compiles small calls for compile speed, as the package's own kernels.
+@_jit.jit
 def _klrl_and_rate(p, r, delta, x):
     klrl = aa.kl_rl(p, r, delta)
     return klrl.lam, klrl.reward, aa.max_kl(p, r), aa.rate_function(p, r, x)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(_jit.jit, static_argnums=(0,))
 def _bon_lattice(n, p, r, log_w, a, h, delta):
     return aa.bon_vs_klrl(p, r, n, delta, law=aa.law_from_lattice(log_w, n, a, h))
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(_jit.jit, static_argnums=(0,))
 def _bon_types(n, p, r, delta):
     return aa.bon_vs_klrl(p, r, n, delta, law=aa.law_from_types(p, r, n))
 
