@@ -332,7 +332,8 @@ def _simulation_work(static: dict) -> int:
     """Tokens a :func:`_simulate` call draws (for :func:`asymalign._jit.jit`'s choice of
     compiler options). With ``N`` traced (``num_chunks = 0``, the padded ``shape``)
     chunks are drawn until ``N`` samples exist: at most as many as the bucket's
-    largest ``N`` needs, which is what is counted (at most twice the tokens drawn)."""
+    largest ``N`` needs, which is what is counted (with ``n`` padded to its bucket
+    too, at most about four times the tokens drawn)."""
     block, bpc, num_chunks, tpc, num_trial_chunks = static["plan"]
     shape = static.get("shape")
     if shape is not None:
