@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``asymalign`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     pool = _start_pool() if _wants_workers(argv) else None
-    from asymalign import cli
-
+    try:
+        from asymalign import cli
+    except KeyboardInterrupt:  # Ctrl-C while importing: as asymalign.cli.main reports it (the workers get it too)
+        print("asymalign: interrupted", file=sys.stderr)
+        return 130
     return cli.main(argv, pool=pool)
 
 

@@ -309,6 +309,21 @@ def test_the_script_starts_workers_only_for_a_parallel_reproduce(monkeypatch, ar
     assert _asymalign_cli._wants_workers(argv) is wanted
 
 
+def test_the_script_reports_ctrl_c_during_its_import_as_one_line(monkeypatch, capsys):
+    import types
+
+    import _asymalign_cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    fake = types.ModuleType("asymalign")
+    fake.__getattr__ = interrupted  # `from asymalign import cli` is interrupted
+    monkeypatch.setitem(sys.modules, "asymalign", fake)
+    assert _asymalign_cli.main(["list"]) == 130
+    assert capsys.readouterr().err == "asymalign: interrupted\n"
+
+
 def test_workers_started_for_a_run_that_fails_are_stopped(capsys):
     import _asymalign_cli
 
