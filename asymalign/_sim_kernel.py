@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._jit import jit
+from ._jit import SMALL_WORK, jit
 from ._validate import is_concrete
 from .sampling import (
     _TABLE_BITS,
@@ -97,7 +97,7 @@ class _Shape(NamedTuple):
     block: int  # sequences per random block, at most
     half: int  # uint64 words drawn per block (2 * half >= units in any block of the bucket)
     tokens: int  # padded sequence length of the returned tokens: rows * group
-    max_samples: int  # N at most over the bucket (S): sizes the work (compiler options), not an array
+    max_samples: int  # N at most over the bucket (S), capped (_traced_plan): sizes the work, not an array
 
 
 def _traced_plan(n: int, sizing: int, num_trials: int, chunk_size: int, k: int, group: int):
@@ -124,7 +124,10 @@ def _traced_plan(n: int, sizing: int, num_trials: int, chunk_size: int, k: int, 
     half = int(-(-int(units.max()) // 2))
     rows = -(-n_hi // m)
     block = min(sizing, max(1, _BLOCK_TOKENS // n_lo))
-    shape = _Shape(rows, block, half, rows * m, sizing)
+    # The largest N matters only to the compiler options (asymalign._jit): it is counted up to where
+    # the work reaches SMALL_WORK, so buckets of N beyond that still share an executable.
+    cap = max(1, -(-SMALL_WORK // (rows * m * num_trials)))
+    shape = _Shape(rows, block, half, rows * m, min(sizing, 1 << (cap - 1).bit_length()))
     per_block = (2 * half + block) * m  # tokens held per block
     max_blocks = -(-sizing // max(1, min(sizing // 2 + 1, _BLOCK_TOKENS // n_hi)))
     min_blocks = -(-(sizing // 2 + 1) // block)
@@ -333,7 +336,8 @@ def _simulation_work(static: dict) -> int:
     compiler options). With ``N`` traced (``num_chunks = 0``, the padded ``shape``)
     chunks are drawn until ``N`` samples exist: at most as many as the bucket's
     largest ``N`` needs, which is what is counted (with ``n`` padded to its bucket
-    too, at most about four times the tokens drawn)."""
+    too, at most about four times the tokens drawn), up to where the count
+    reaches :data:`~asymalign._jit.SMALL_WORK`."""
     block, bpc, num_chunks, tpc, num_trial_chunks = static["plan"]
     shape = static.get("shape")
     if shape is not None:

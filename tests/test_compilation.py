@@ -176,6 +176,15 @@ def test_simulate_bon_n_and_num_samples_in_one_bucket():
         )
 
 
+def test_simulate_bon_buckets_of_num_samples_with_one_plan_share_an_executable():
+    """The bucket's largest N enters the static key only up to where the declared work reaches
+    SMALL_WORK (it decides the compiler options): beyond that, buckets whose plans coincide
+    share one executable (N = 3.2e5 and 1.28e6 here; counting N itself compiled the second)."""
+    p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.5])
+    aa.simulate_bon(jax.random.key(0), p, r, 40, 320_000, 4)
+    _assert_no_compilation(lambda: aa.simulate_bon(jax.random.key(1), p, r, 40, 1_280_000, 4), "simulate_bon N=1.28e6")
+
+
 @pytest.mark.parametrize(
     "k, n, num, kw",
     [

@@ -208,7 +208,8 @@ def test_a_monte_carlo_kernel_is_sized_by_the_tokens_it_draws(monkeypatch):
     # the tokens drawn at least; at most those of twice the largest n and N of the buckets ([8, 16), (128, 256])
     assert 10 * 200 * 200 <= mid_work <= 2 * 16 * 256 * 200 and mid_work < _jit.SMALL_WORK
     assert mid == _jit.FAST_COMPILE_OPTIONS
-    assert 64 * 1024 * 64 <= big_work <= 2 * 128 * 1024 * 64 and _jit.SMALL_WORK <= big_work and big == {}
+    # counted up to where it reaches SMALL_WORK (so buckets of N beyond share an executable)
+    assert _jit.SMALL_WORK <= big_work <= 2 * 128 * 1024 * 64 and big == {}
 
 
 def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
