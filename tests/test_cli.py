@@ -324,6 +324,36 @@ def test_the_script_reports_ctrl_c_during_its_import_as_one_line(monkeypatch, ca
     assert capsys.readouterr().err == "asymalign: interrupted\n"
 
 
+def test_the_script_ends_reproduce_after_the_atexit_handlers_without_the_teardown():
+    code = textwrap.dedent(
+        """
+        import atexit, sys, _asymalign_cli
+
+        class Teardown:
+            def __del__(self):
+                print("teardown")
+
+        keep = Teardown()  # freed by the interpreter's teardown, which the script skips
+        atexit.register(print, "atexit ran")
+        sys.stdout.write("buffered ")  # flushed before the process ends
+        sys.argv = ["asymalign", "reproduce", "--only", "nope", "--jobs", "1"]
+        sys.exit(_asymalign_cli.main())
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr  # the status of the failed command, kept
+    assert "unknown experiment 'nope'" in res.stderr
+    assert res.stdout == "buffered atexit ran\n"
+    # in-process callers (argv given) get the status back
+    res = subprocess.run(
+        [sys.executable, "-c", code.replace("_asymalign_cli.main()", "_asymalign_cli.main(sys.argv[1:])")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and res.stdout == "buffered atexit ran\nteardown\n", res.stdout
+
+
 def test_workers_started_for_a_run_that_fails_are_stopped(capsys):
     import _asymalign_cli
 
@@ -433,3 +463,32 @@ def test_worker_processes_exit_at_once_without_losing_output(tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["printed", "in", "the", "worker", "0"], res.stdout
+
+
+def test_saved_figures_are_those_savefig_lays_out_itself(tmp_path):
+    """``_save`` runs the layout engine once, for the PNG and the PDF; the files are byte for
+    byte what ``savefig`` writes when it lays the figure out for the PNG itself (the PDF keeping
+    that layout)."""
+    exps = cli.load_experiments()
+    common = exps._common
+
+    def figure():
+        fig, axes = common.new_figure(ncols=2, nrows=2)
+        for i, ax in enumerate(axes.flat):
+            ax.loglog([1, 10, 100], [3e-3, 2e-1, 7 * (i + 1)], "o-", label=r"$\varphi_{\lambda^*}^{\otimes n}$")
+            ax.set_xlabel(r"KL$(\pi_N \,\|\, p^{\otimes n})$  [nats]")
+            ax.set_ylabel("a long label " * (i + 1))
+            ax.legend()
+        common.plain_log_ticks(fig)
+        fig.suptitle("a title over the panels")
+        return fig
+
+    table = common.Table()
+    table.add("a", "s", [1.0], [2.0])
+    cli._save(common.Result("fig", table, {}, {}), figure(), tmp_path, {}, common.to_jsonable)
+    reference = figure()
+    reference.savefig(tmp_path / "ref.png", dpi=cli._PNG_DPI, metadata={"Software": None})
+    reference.set_layout_engine("none")
+    reference.savefig(tmp_path / "ref.pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"fig.{ext}").read_bytes() == (tmp_path / f"ref.{ext}").read_bytes(), ext

@@ -107,6 +107,35 @@ def test_a_static_value_without_a_stable_repr_is_left_to_jax_jit(exec_cache):
     np.testing.assert_array_equal(_apply(x, jnp.sin), jnp.sin(x))
 
 
+def test_the_default_optimisers_are_keys_and_a_users_optimiser_is_left_to_jax_jit(exec_cache):
+    """optax transformations are closures; the package's defaults get a stable repr, so that the
+    optimisation drivers' executables are written and loaded in a new process (not traced,
+    lowered and compiled again: 0.1-0.4 s a kernel)."""
+    import optax
+
+    import asymalign as aa
+    from asymalign import _policy
+
+    p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.0])
+    first = aa.optimize_policy(p, r, 0.5, num_steps=20)
+    aa.optimize_constrained_policy(p, r, 0.1, num_steps=20)
+    aa.reinforce_policy(jax.random.key(0), p, r, 0.5, num_steps=20, num_samples=8)
+    assert len(os.listdir(exec_cache)) == 3
+    _jit.clear_memory()  # as a new process
+    with CompileCounter() as c:
+        again = aa.optimize_policy(p, r, 0.5, num_steps=20)
+        jax.block_until_ready(again)
+    assert c.count == 0
+    _same(first, again)
+    # the repr names what was built, and optax's version; equal and hashed as the transformation
+    adam = _policy._default_adam(0.05)
+    assert repr(adam) == f"optax {optax.__version__} adam(0.05)" and " at 0x" not in repr(adam)
+    assert adam == tuple(adam) and hash(adam) == hash(tuple(adam))
+    assert " at 0x" not in repr(_policy._default_cosine_adam(20))
+    aa.optimize_policy(p, r, 0.5, num_steps=20, optimizer=optax.adam(0.05))  # a user's: in memory only
+    assert len(os.listdir(exec_cache)) == 3
+
+
 @functools.partial(_jit.jit, static_argnames=("m",), work=lambda s: s["m"])
 def _scaled(x, m):
     return jnp.exp(x) * m
