@@ -31,15 +31,16 @@ MAX_BUCKETED = 4096
 def device_array(x, dtype=None) -> jax.Array:
     """``jnp.asarray(x, dtype)`` without a compilation for concrete ``x``.
 
-    In JAX 0.10 ``jnp.asarray`` of a NumPy array or list compiles a small
-    executable per shape and dtype; converting on the host and
-    ``jax.device_put`` compiles nothing. Traced ``x`` and Python scalars
-    without a ``dtype`` (kept weakly typed) go to ``jnp.asarray``.
+    In JAX 0.10 ``jnp.asarray`` of a NumPy array, list or Python scalar compiles
+    a small executable per shape and dtype; converting on the host and
+    ``jax.device_put`` compiles nothing (a Python scalar without a ``dtype``
+    stays weakly typed, as with ``jnp.asarray``). Traced ``x`` goes to
+    ``jnp.asarray``.
     """
     if isinstance(x, jax.Array) and (dtype is None or x.dtype == dtype):
         return x
     if dtype is None and isinstance(x, bool | int | float | complex):
-        return jnp.asarray(x)  # stays weakly typed (a float32 computation stays float32); shape (): one compile
+        return jax.device_put(x)  # stays weakly typed (a float32 computation stays float32), as jnp.asarray
     if not is_concrete(x):
         return jnp.asarray(x, dtype)
     return jax.device_put(np.asarray(x, dtype))

@@ -18,6 +18,8 @@ import numpy as np
 import optax
 
 from . import _numerics as nx
+from ._buckets import device_array
+from ._jit import jit
 from ._validate import check_model, check_nonneg, check_positive_int, is_concrete
 
 
@@ -77,14 +79,19 @@ def _objective(logits, p, r, beta):
 
 def _prep(p, r, *scalars):
     dt = nx.float_dtype(p, r, *scalars)
-    return [jnp.asarray(x, dt) for x in (p, r, *scalars)]
+    return [device_array(x, dt) for x in (p, r, *scalars)]
+
+
+@jit  # an executable, cached like the drivers (eager operations would compile one each)
+def _reference_logits(p):
+    return jnp.where(p > 0, nx.masked_log(p), 0.0)
 
 
 def _init_logits(p, init_logits):
     if init_logits is None:
         # Start at the reference: softmax(log p) = p.
-        return jnp.where(p > 0, nx.masked_log(p), 0.0)
-    init = jnp.asarray(init_logits, p.dtype)
+        return _reference_logits(p)
+    init = device_array(init_logits, p.dtype)
     if is_concrete(init) and init.shape != p.shape:
         raise ValueError(f"init_logits must have shape {p.shape}, got {init.shape}")
     return init

@@ -68,6 +68,11 @@ def _log_tilt(p, r, lam):
 
 
 @jit
+def _tilt(p, r, lam):
+    return jnp.exp(_log_tilt(p, r, lam))
+
+
+@jit
 def _moments(p, r, lam):
     """``(Λ'(λ), Λ''(λ), K(λ))`` computed from the shifted tilt."""
     logp, lu, c, L = _tilt_parts(p, r, lam)

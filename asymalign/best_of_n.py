@@ -76,7 +76,11 @@ def bon_kl_bound(log_num_samples: jax.typing.ArrayLike) -> jax.Array:
     """
     check_real(log_num_samples, "log_num_samples")
     check_nonneg(log_num_samples, "log_num_samples")
-    log_n = jnp.asarray(log_num_samples, nx.float_dtype(log_num_samples))
+    return _bon_kl_bound(device_array(log_num_samples, nx.float_dtype(log_num_samples)))
+
+
+@jit
+def _bon_kl_bound(log_n):
     return log_n + jnp.expm1(-log_n)
 
 

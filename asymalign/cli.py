@@ -41,6 +41,8 @@ import time
 import zlib
 from pathlib import Path
 
+from ._jit import jit
+
 _PROG = "asymalign"
 
 
@@ -241,10 +243,18 @@ def _check_out_dir(out: Path) -> None:
 
 
 def _experiment_key(seed: int, name: str):
+    """A per-experiment key that does not depend on which others are selected:
+    ``fold_in(key(seed), crc32(name) & 0x7FFFFFFF)``."""
+    import numpy as np
+
+    return _fold_in_key(np.int64(seed), np.uint32(zlib.crc32(name.encode()) & 0x7FFFFFFF))
+
+
+@jit  # one cached executable instead of four eager operations, each compiled in every process
+def _fold_in_key(seed, data):
     import jax
 
-    # A per-experiment key that does not depend on which others are selected.
-    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    return jax.random.fold_in(jax.random.key(seed), data)
 
 
 _PNG_DPI = 150

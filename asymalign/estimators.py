@@ -21,6 +21,7 @@ import numpy as np
 from jax.scipy.special import gammaln
 
 from . import _numerics as nx
+from ._buckets import device_array
 from ._jit import jit
 from ._validate import check_positive_int, check_real, is_concrete
 from .simulation import _check_vector, simulate_bon, simulate_draws
@@ -77,7 +78,7 @@ def mc_mean(x: jax.typing.ArrayLike) -> Estimate:
     >>> float(est.mean), round(float(est.stderr), 6)
     (2.5, 0.645497)
     """
-    x = jnp.asarray(x)
+    x = device_array(x)
     if x.ndim == 0 or x.shape[-1] < 2:
         raise ValueError(f"x must have at least 2 samples along its last axis, got shape {x.shape}")
     return _mean(x.astype(nx.float_dtype(x)))
@@ -127,8 +128,8 @@ def mc_level_frequencies(
         raise ValueError("levels must be sorted strictly ascending (distinct levels)")
     _check_atol(atol)
     dt = nx.float_dtype(rewards, levels)
-    x, lv = jnp.asarray(rewards, dt), jnp.asarray(levels, dt)
-    atol = _default_atol(dt, lv) if atol is None else jnp.asarray(atol, dt)
+    x, lv = device_array(rewards, dt), device_array(levels, dt)
+    atol = _default_atol(dt, lv) if atol is None else device_array(atol, dt)
     return _level_frequencies(x, lv, atol)
 
 
@@ -195,8 +196,8 @@ def mc_win_rate(
     _check_atol(atol)
     ref = simulate_bon(key, p, r, n, 1, num_trials).rewards
     dt = nx.float_dtype(rewards, ref)
-    x, ref = jnp.asarray(rewards, dt), ref.astype(dt)
-    atol = _default_atol(dt, x, ref) if atol is None else jnp.asarray(atol, dt)
+    x, ref = device_array(rewards, dt), ref.astype(dt)
+    atol = _default_atol(dt, x, ref) if atol is None else device_array(atol, dt)
     return _win_scores(x, ref, atol)
 
 
@@ -221,7 +222,7 @@ def _check_num_samples(num_samples, num_draws: int, draws_name: str):
         raise ValueError(f"num_samples must be >= 1, got {a.min()}")
     if np.any(a > num_draws):
         raise ValueError(f"{draws_name} must be >= num_samples (K >= N draws), got K = {num_draws} < N = {a.max()}")
-    return jnp.asarray(np.atleast_1d(a)), a.ndim == 0
+    return device_array(np.atleast_1d(a)), a.ndim == 0
 
 
 def bon_gold_unbiased(
@@ -274,8 +275,8 @@ def bon_gold_unbiased(
     _check_atol(atol)
     nums, scalar = _check_num_samples(num_samples, np.shape(rewards)[-1], "the number of draws K")
     dt = nx.float_dtype(rewards, gold)
-    x, g = jnp.asarray(rewards, dt), jnp.asarray(gold, dt)
-    atol = _default_atol(dt, x) if atol is None else jnp.asarray(atol, dt)
+    x, g = device_array(rewards, dt), device_array(gold, dt)
+    atol = _default_atol(dt, x) if atol is None else device_array(atol, dt)
     out = _nakano(x, g, nums, atol, bool(worst))
     return out[..., 0] if scalar else out
 

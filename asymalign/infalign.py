@@ -36,6 +36,7 @@ with :func:`~asymalign.level_tilt` / :func:`~asymalign.solve_level_tilt`.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -113,13 +114,19 @@ def transformed_reward(
     if np.any(np.asarray(t) <= 0) if not isinstance(t, jax.core.Tracer) else False:
         raise ValueError(f"t must be > 0, got {t!r}")
     c = calibrated_reward(ref)
-    dt = c.dtype
     if transform == "identity":
         return c
+    dt = c.dtype
+    return _transform(c, device_array(t, dt), device_array(log_num_samples, dt), transform=transform, worst=worst)
+
+
+@functools.partial(jit, static_argnames=("transform", "worst"))
+def _transform(c, t, log_n, *, transform, worst):
+    """:func:`transformed_reward`'s ``Φ(C)``: one executable (eager operations would compile one each)."""
     if transform == "exponential":
-        t = jnp.asarray(t, dt)[..., None]
+        t = t[..., None]
         return -jnp.exp(-t * c) if worst else jnp.exp(t * c)
-    k = 2.0 * jnp.exp(jnp.asarray(log_num_samples, dt))[..., None] - 1.0
+    k = 2.0 * jnp.exp(log_n)[..., None] - 1.0
     return -((1.0 - c) ** k) if worst else c**k
 
 

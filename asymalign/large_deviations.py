@@ -30,7 +30,7 @@ from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from . import _solver as sv
-from ._buckets import call_bucketed
+from ._buckets import call_bucketed, device_array
 from ._jit import jit
 from ._tilt_core import _log_partition, _log_tilt, _moments, _prep
 from ._validate import check_model, check_positive_int, check_real, is_concrete
@@ -76,7 +76,11 @@ def scaled_cgf(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: ArrayLike = 0.0) -
     check_real(t, "t")
     check_real(lam, "lam")
     p, r, t = _prep(p, r, t)
-    lam = jnp.asarray(lam, t.dtype)
+    return _scaled_cgf(p, r, t, device_array(lam, t.dtype))
+
+
+@jit
+def _scaled_cgf(p, r, t, lam):
     shifted = lam + t
     # λ broadcast to the batch explicitly (rank promotion is an error in the tests)
     return _log_partition(p, r, shifted) - _log_partition(p, r, jnp.broadcast_to(lam, shifted.shape))
@@ -288,7 +292,7 @@ def rate_function(p: ArrayLike, r: ArrayLike, x: ArrayLike, lam: ArrayLike = 0.0
     check_real(x, "x", allow_inf=True)
     check_real(lam, "lam")
     p, r, x = _prep(p, r, x)
-    lam = jnp.asarray(lam, x.dtype)
+    lam = device_array(lam, x.dtype)
     if not is_concrete(p, r, x, lam):
         p, r, x, lam = _broadcast(p, r, x, lam)
     # Concrete batches are broadcast on the host and padded to a power-of-two bucket: one compilation per bucket.
@@ -351,7 +355,7 @@ def cgf_via_renyi_cross_entropy(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: A
     check_real(t, "t")
     check_real(lam, "lam")
     p, r, t = _prep(p, r, t)
-    lam = jnp.asarray(lam, t.dtype)
+    lam = device_array(lam, t.dtype)
     return _cgf_via_renyi_cross_entropy(p, r, t, lam)
 
 
@@ -393,7 +397,7 @@ def cgf_via_renyi_divergence(p: ArrayLike, r: ArrayLike, t: ArrayLike, lam: Arra
     if jnp.ndim(lam) == 0 and is_concrete(lam) and float(lam) == 0:
         raise ValueError("lam must be nonzero for the Rényi-divergence form (α = 1 + t/λ)")
     p, r, t = _prep(p, r, t)
-    lam = jnp.asarray(lam, t.dtype)
+    lam = device_array(lam, t.dtype)
     return _cgf_via_renyi_divergence(p, r, t, lam)
 
 

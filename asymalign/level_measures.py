@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import jax.typing
 
+from ._buckets import device_array
 from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _check_same_levels
 from ._level_kernels import _bon_log_law, _bon_log_law_worst, _broadcast, _level_kl, _pad, _tails, _win_from_tails
@@ -65,7 +66,7 @@ def calibrated_reward(law: RewardLaw) -> jax.Array:
     _check_law(law)
     length = law.levels.shape[-1]
     dt = law.log_prob.dtype
-    rows, _ = _broadcast(_pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob)))
+    rows, _ = _broadcast(_pad(device_array(law.levels, dt), device_array(law.log_prob)))
     return _vec_calibrated(*rows)[..., :length]
 
 
@@ -87,8 +88,8 @@ def win_rate(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
     """
     _check_same_levels(law_a, law_b, "law_a", "law_b")
     dt = jnp.result_type(law_a.log_prob, law_b.log_prob)
-    levels, log_a = _pad(jnp.asarray(law_a.levels, dt), jnp.asarray(law_a.log_prob, dt))
-    _, log_b = _pad(jnp.asarray(law_b.levels, dt), jnp.asarray(law_b.log_prob, dt), levels.shape[-1])
+    levels, log_a = _pad(device_array(law_a.levels, dt), device_array(law_a.log_prob, dt))
+    _, log_b = _pad(device_array(law_b.levels, dt), device_array(law_b.log_prob, dt), levels.shape[-1])
     return _vec_win(*_broadcast((levels, log_a, log_b))[0])
 
 
@@ -118,9 +119,9 @@ def inference_win_rate(
     _check_same_levels(law, ref, "law", "ref")
     _check_log_n(log_num_samples)
     dt = jnp.result_type(law.log_prob, ref.log_prob)
-    levels, log_q = _pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob, dt))
-    _, log_ref = _pad(jnp.asarray(ref.levels, dt), jnp.asarray(ref.log_prob, dt), levels.shape[-1])
-    rows, scalars = _broadcast((levels, log_q, log_ref), (jnp.asarray(log_num_samples, dt), jnp.asarray(worst)))
+    levels, log_q = _pad(device_array(law.levels, dt), device_array(law.log_prob, dt))
+    _, log_ref = _pad(device_array(ref.levels, dt), device_array(ref.log_prob, dt), levels.shape[-1])
+    rows, scalars = _broadcast((levels, log_q, log_ref), (device_array(log_num_samples, dt), device_array(worst)))
     return _vec_inference_win(*rows, *scalars)
 
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import jax.typing
 import numpy as np
 
+from ._buckets import device_array
 from ._jit import jit
 from ._level_base import _apply, _check_law, _check_log_n, _like
 from ._level_kernels import (
@@ -271,17 +272,21 @@ def solve_level_tilt(law: RewardLaw, score: jax.typing.ArrayLike, delta: jax.typ
     check_real(delta, "delta", allow_inf=True)
     check_nonneg(delta, "delta")
     dt = law.log_prob.dtype
-    (log_p, score), (delta,) = _broadcast(
-        (jnp.asarray(law.log_prob), jnp.asarray(score, dt)), (jnp.asarray(delta, dt),)
-    )
+    (log_p, score), (delta,) = _broadcast((law.log_prob, device_array(score, dt)), (device_array(delta, dt),))
+    beta, log_q = _solve_level_tilt(log_p, score, delta)
+    return LevelTilt(beta, _like(law, log_q))
+
+
+@jit
+def _solve_level_tilt(log_p, score, delta):
+    """``(β, log q)`` of :func:`solve_level_tilt` for broadcast arguments: one executable."""
     lam = _solve_lambda_b(jnp.exp(log_p), score, delta)
     beta = 1.0 / lam
-    tilted = level_tilt(_like(law, log_p), score, jnp.where(beta > 0, beta, jnp.inf))
-    # β = 0: P conditioned on the argmax set of the score.
     on = log_p > -jnp.inf
+    tilted = _vec_tilt(log_p, log_p, score, jnp.where(beta > 0, beta, jnp.inf))  # (its first argument is unused)
+    # β = 0: P conditioned on the argmax set of the score.
     top = jnp.max(jnp.where(on, score, -jnp.inf), axis=-1, keepdims=True)
     arg = on & (score == top)
     cond = jnp.where(arg, log_p, -jnp.inf)
     cond = cond - jax.scipy.special.logsumexp(cond, axis=-1, keepdims=True)
-    log_q = jnp.where((beta == 0)[..., None], cond, tilted.log_prob)
-    return LevelTilt(beta, _like(law, log_q))
+    return beta, jnp.where((beta == 0)[..., None], cond, tilted)

@@ -206,11 +206,13 @@ def optimize_constrained_policy(
     opt = _default_adam(0.05) if optimizer is None else optimizer
     dual = _default_sgd(0.05) if dual_optimizer is None else dual_optimizer
     theta0 = _init_logits(p, init_logits)
-    return _constrained(p, r, delta, theta0, jnp.log(mu0), opt=opt, dual=dual, num_steps=num_steps)
+    return _constrained(p, r, delta, theta0, mu0, opt=opt, dual=dual, num_steps=num_steps)
 
 
 @functools.partial(jit, static_argnames=("opt", "dual", "num_steps"))
-def _constrained(p, r, delta, theta0, nu0, *, opt, dual, num_steps):
+def _constrained(p, r, delta, theta0, mu0, *, opt, dual, num_steps):
+    nu0 = jnp.log(mu0)
+
     def lagrangian(th, nu):
         kl, reward = _kl_and_reward(th, p, r)
         return reward - jnp.exp(nu) * (kl - delta)

@@ -32,6 +32,7 @@ from jax.typing import ArrayLike
 
 from . import _numerics as nx
 from ._buckets import device_array
+from ._jit import jit
 from ._lattice import (  # noqa: F401  (_MIN_SCORE, _best_windows, _bucket, ... re-exported for _window_law)
     _MAX_DP_WORK,
     _MIN_SCORE,
@@ -56,6 +57,8 @@ __all__ = [
     "law_from_lattice",
     "law_from_types",
 ]
+
+_exp = jit(jnp.exp)  # an executable per shape, cached like the package's kernels (eager jnp.exp is not)
 
 # Relative tolerance for merging equal per-token rewards (a user's "equal").
 _MERGE_RTOL = 1e-12
@@ -95,7 +98,7 @@ class RewardLaw:
     @property
     def prob(self):
         """``P(r_n = level)``."""
-        return jnp.exp(self.log_prob)
+        return _exp(self.log_prob)
 
 
 jax.tree_util.register_dataclass(RewardLaw, data_fields=["levels", "log_prob"], meta_fields=["n", "fingerprint"])

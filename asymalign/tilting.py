@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from . import _numerics as nx
@@ -40,6 +41,7 @@ from ._tilt_core import (  # noqa: F401  (best_of_n, levels, goodhart_tilt impor
     _moments,
     _prep,
     _solve_lambda_b,
+    _tilt,
     _tilt_kl,
 )
 from ._validate import check_model, check_nonneg, check_real, is_concrete
@@ -138,7 +140,9 @@ def tilt(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
     >>> aa.tilt([0.5, 0.5], [0.0, 1.0], 1e4).round(6).tolist()
     [0.0, 1.0]
     """
-    return jnp.exp(log_tilt(p, r, lam))
+    check_model(p, r)
+    check_real(lam, "lam", allow_inf=True)
+    return _tilt(*_prep(p, r, lam))
 
 
 def tilt_kl(p: ArrayLike, r: ArrayLike, lam: ArrayLike) -> jax.Array:
@@ -329,7 +333,7 @@ def kl_rl(p: ArrayLike, r: ArrayLike, delta: ArrayLike) -> KLRLResult:
     """
     lam = solve_lambda(p, r, delta)
     p, r, lam = _prep(p, r, lam)
-    policy = jnp.exp(_log_tilt(p, r, lam))
+    policy = _tilt(p, r, lam)
     mean, _, kl = _moments(p, r, lam)
     return KLRLResult(policy=policy, lam=lam, reward=mean, kl=kl)
 
@@ -357,4 +361,8 @@ def kl_regularized(p: ArrayLike, r: ArrayLike, beta: ArrayLike) -> jax.Array:
     check_nonneg(beta, "beta")
     if jnp.ndim(beta) == 0 and is_concrete(beta) and float(beta) == 0:
         raise ValueError("beta must be > 0 (beta = 0 is the unconstrained argmax; use lam=inf)")
-    return tilt(p, r, 1.0 / jnp.asarray(beta, nx.float_dtype(p, r, beta)))
+    dt = nx.float_dtype(p, r, beta)
+    if is_concrete(beta):  # on the host: an eager division would compile once per shape
+        with np.errstate(divide="ignore"):  # β = 0 in an array: λ = inf, the argmax
+            return tilt(p, r, 1.0 / np.asarray(beta, dt))
+    return tilt(p, r, 1.0 / jnp.asarray(beta, dt))

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asymalign import _compile_cache, cli
@@ -492,3 +493,16 @@ def test_saved_figures_are_those_savefig_lays_out_itself(tmp_path):
     reference.savefig(tmp_path / "ref.pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     for ext in ("png", "pdf"):
         assert (tmp_path / f"fig.{ext}").read_bytes() == (tmp_path / f"ref.{ext}").read_bytes(), ext
+
+
+@pytest.mark.parametrize("seed", [0, 3, 2**31, 2**40 + 5])
+def test_experiment_keys_fold_the_name_into_the_seed(seed):
+    import zlib
+
+    import jax
+
+    for name in ("ldp", "frontier"):
+        expected = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+        got = cli._experiment_key(seed, name)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(expected))

@@ -120,7 +120,8 @@ def test_the_default_optimisers_are_keys_and_a_users_optimiser_is_left_to_jax_ji
     first = aa.optimize_policy(p, r, 0.5, num_steps=20)
     aa.optimize_constrained_policy(p, r, 0.1, num_steps=20)
     aa.reinforce_policy(jax.random.key(0), p, r, 0.5, num_steps=20, num_samples=8)
-    assert len(os.listdir(exec_cache)) == 3
+    entries = set(os.listdir(exec_cache))
+    assert len(entries) == 4  # the three drivers and their shared start (softmax(θ) = p)
     _jit.clear_memory()  # as a new process
     with CompileCounter() as c:
         again = aa.optimize_policy(p, r, 0.5, num_steps=20)
@@ -133,7 +134,7 @@ def test_the_default_optimisers_are_keys_and_a_users_optimiser_is_left_to_jax_ji
     assert adam == tuple(adam) and hash(adam) == hash(tuple(adam))
     assert " at 0x" not in repr(_policy._default_cosine_adam(20))
     aa.optimize_policy(p, r, 0.5, num_steps=20, optimizer=optax.adam(0.05))  # a user's: in memory only
-    assert len(os.listdir(exec_cache)) == 3
+    assert set(os.listdir(exec_cache)) == entries
 
 
 @functools.partial(_jit.jit, static_argnames=("m",), work=lambda s: s["m"])

@@ -377,7 +377,7 @@ def reward_law(chain, r, n: int, method: str = "auto") -> RewardLaw:
     vidx = np.clip(np.searchsorted(values, rv - tol), 0, values.size - 1)
     lattice = _detect_lattice(values)
     if values.size == 1:
-        return RewardLaw(jnp.asarray([n * float(values[0])]), jnp.zeros(1), n, fp)
+        return RewardLaw(device_array([n * float(values[0])]), jnp.zeros(1), n, fp)
     if lattice is not None and int(lattice[2][-1]) * n + 1 > _MAX_LEVELS:
         lattice = None
     if method == "auto":
@@ -395,7 +395,7 @@ def reward_law(chain, r, n: int, method: str = "auto") -> RewardLaw:
             )
         levels, logp = _types_law(P, mu, vidx, values, n)
         logp = logp - np.logaddexp.reduce(logp)
-        return RewardLaw(jnp.asarray(levels), jnp.asarray(logp), n, fp)
+        return RewardLaw(device_array(levels), device_array(logp), n, fp)
     if lattice is None:
         raise ValueError(f"method={method!r}: the rewards are not on a lattice a + h*m")
     a, h, mvals = lattice
@@ -420,4 +420,4 @@ def reward_law(chain, r, n: int, method: str = "auto") -> RewardLaw:
         logp = _dp_law(P, mu, m, n, span)
     idx = np.flatnonzero(np.isfinite(logp))
     logp = logp[idx] - np.logaddexp.reduce(logp[idx])
-    return RewardLaw(jnp.asarray(n * a + h * idx.astype(np.float64)), jnp.asarray(logp), n, fp)
+    return RewardLaw(device_array(n * a + h * idx.astype(np.float64)), device_array(logp), n, fp)

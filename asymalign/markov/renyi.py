@@ -22,6 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from .. import _numerics as nx
+from .._buckets import device_array
 from .._jit import jit
 from .._validate import check_nonneg, is_concrete
 from .chain import MarkovChain, _perron_vectors, check_chain, log_perron_root
@@ -58,7 +59,7 @@ def _log_rho(m):
 
 def _prep2(P, Q, alpha):
     dt = nx.float_dtype(P, Q, alpha)
-    return jnp.asarray(P, dt), jnp.asarray(Q, dt), jnp.asarray(alpha, dt)
+    return device_array(P, dt), device_array(Q, dt), device_array(alpha, dt)
 
 
 def _cross(P, Q, alpha):
