@@ -396,3 +396,54 @@ def test_sweep_through_the_executable_cache_gives_the_same_table(exec_cache, tmp
     first, second = sweep.read_results(tmp_path / "a"), sweep.read_results(tmp_path / "b")
     for col in ("lambda_star", "bon_reward"):
         np.testing.assert_array_equal(np.asarray(first[col]), np.asarray(second[col]))
+
+
+def _public_calls():
+    """Public functions at quick-start sizes, each with host (NumPy / Python) arguments."""
+    import asymalign as aa
+
+    p, r = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.0])
+    law = aa.reward_law(p, r, 4)
+    ref = aa.reward_law(p, r, 3)
+    key = jax.random.key(0)  # made by the caller, once
+    return {
+        "solve_lambda": lambda: aa.solve_lambda(p, r, 0.1),
+        "tilt": lambda: aa.tilt(p, r, 0.5),
+        "kl_rl": lambda: aa.kl_rl(p, r, 0.1),
+        "kl_regularized": lambda: aa.kl_regularized(p, r, np.array([0.5, 2.0])),
+        "kl": lambda: aa.kl(np.array([[0.2, 0.3, 0.5]]), p),
+        "scaled_cgf": lambda: aa.scaled_cgf(p, r, np.linspace(-1.0, 1.0, 5), 0.5),
+        "rate_function": lambda: aa.rate_function(p, r, 0.7, 0.5),
+        "cgf_via_renyi_cross_entropy": lambda: aa.cgf_via_renyi_cross_entropy(p, r, 0.5, 0.2),
+        "bon_kl_bound": lambda: aa.bon_kl_bound(np.array([0.0, 2.0])),
+        "prob": lambda: law.prob,
+        "best_of_n": lambda: aa.best_of_n(law, 2.0),
+        "solve_level_tilt": lambda: aa.solve_level_tilt(law, law.levels, 0.3),
+        "transformed_reward": lambda: aa.transformed_reward(ref, "exponential", t=2.0),
+        "transformed_reward power": lambda: aa.transformed_reward(ref, "power", log_num_samples=1.0),
+        "inference_win_rate": lambda: aa.inference_win_rate(ref, ref, 1.0),
+        "mc_mean": lambda: aa.mc_mean(np.array([1.0, 2.0, 4.0])),
+        "optimize_policy": lambda: aa.optimize_policy(p, r, 0.5, num_steps=10),
+        "reward_law": lambda: aa.reward_law(p, r, 40).log_prob,
+        "bon_vs_klrl": lambda: aa.bon_vs_klrl(p, r, 8, 0.1),
+        "simulate_bon": lambda: aa.simulate_bon(key, p, r, 8, 4, 16),
+        "soft_best_of_n": lambda: aa.soft_best_of_n(law, 3.0, 0.5),
+        "infalign_optimum": lambda: aa.infalign_optimum(ref, 1.0, 0.2),
+    }
+
+
+def test_a_fresh_process_with_the_cache_builds_nothing_for_public_calls(exec_cache):
+    """Every executable a public call needs comes from the executable cache: none is left to
+    an eager ``jnp`` operation, which JAX would trace, lower and compile again in every process."""
+    calls = _public_calls()
+    for call in calls.values():
+        jax.block_until_ready(call())
+    _jit.clear_memory()
+    jax.clear_caches()  # as a new process: JAX's own caches of eager operations are gone too
+    built = {}
+    for name, call in calls.items():
+        with CompileCounter() as c:
+            jax.block_until_ready(call())
+        if c.count:
+            built[name] = dict(c.names)
+    assert built == {}
