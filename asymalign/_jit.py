@@ -201,11 +201,15 @@ def _compile_fresh(lowered, options: dict):
     An executable that JAX read back from its own cache cannot be serialized
     again: XLA:CPU keeps only part of it, and the copy fails when run
     ("Function ... not found"). So an entry of this cache is always compiled
-    afresh (once), with JAX's cache skipped for that one compilation.
+    afresh (once), with JAX's cache skipped for that one compilation, and
+    without the executables JAX keeps in memory by lowering: one of them may
+    have been read from JAX's cache earlier in this process.
     """
     try:
         from jax._src import compilation_cache as cc
+        from jax._src.interpreters import pxla
 
+        pxla._cached_compilation.cache_clear()
         lock = cc._cache_initialized_mutex
         with lock:
             saved = (cc._cache_checked, cc._cache_used)

@@ -353,6 +353,49 @@ def test_fresh_processes_load_executables_that_jax_cache_had(tmp_path):
     assert len(os.listdir(tmp_path / "executables")) >= 2
 
 
+# One process: a kernel is compiled with JAX's cache alone, then read back from it
+# (JAX keeps that executable in memory, by its lowering), then the executable
+# cache is turned on. Its entry must still be compiled afresh: the executable
+# JAX read back cannot be serialized whole (this failed with "Function
+# select_bitcast_fusion not found" when the entry was run).
+_SAME_PROCESS = textwrap.dedent(
+    """
+    import sys, json
+    import jax, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    import asymalign as aa
+    from asymalign import _jit
+    law = aa.reward_law([0.6, 0.3, 0.1], [0.0, 1.0, 2.0], 4)
+    run = lambda: np.asarray(aa.best_of_n(law, 2.0).log_prob).tolist()
+    want = run()  # compiled, written to JAX's cache
+    _jit.clear_memory()
+    jax.clear_caches()
+    read = run()  # read back from JAX's cache
+    _jit.set_executable_cache_dir(sys.argv[2])
+    fresh = run()  # the executable cache's entry: compiled afresh, written, run
+    _jit.clear_memory()
+    loaded = run()  # loaded from the executable cache
+    print(json.dumps([want, read, fresh, loaded, len(__import__("os").listdir(sys.argv[2]))]))
+    """
+)
+
+
+def test_an_executable_jax_read_from_its_cache_in_this_process_is_compiled_afresh(tmp_path):
+    import json
+
+    res = subprocess.run(
+        [sys.executable, "-c", _SAME_PROCESS, str(tmp_path / "jax"), str(tmp_path / "exe")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    want, read, fresh, loaded, entries = json.loads(res.stdout.strip().splitlines()[-1])
+    assert want == read == fresh == loaded and entries == 1
+
+
 def test_sweep_kernels_of_package_quantities_only_are_cached():
     from asymalign.sweep import quantities as sq
     from asymalign.sweep.run import _Specs
