@@ -117,7 +117,8 @@ def transformed_reward(
     if transform == "identity":
         return c
     dt = c.dtype
-    return _transform(c, device_array(t, dt), device_array(log_num_samples, dt), transform=transform, worst=worst)
+    t, log_n = device_array(t, dt), device_array(log_num_samples, dt)
+    return _transform(c, t, log_n, transform=transform, worst=bool(worst))
 
 
 @functools.partial(jit, static_argnames=("transform", "worst"))
