@@ -46,6 +46,14 @@ def device_array(x, dtype=None) -> jax.Array:
     return jax.device_put(np.asarray(x, dtype))
 
 
+def unpad(x, length: int) -> jax.Array:
+    """``x[..., :length]``: the padding dropped on the host for concrete ``x`` (an eager
+    slice compiles once per shape), by a slice for traced ``x``; ``x`` itself when it has no padding."""
+    if x.shape[-1] == length:
+        return x
+    return device_array(np.asarray(x)[..., :length]) if is_concrete(x) else x[..., :length]
+
+
 def bucket(size: int) -> int:
     """The padded batch size for ``size`` problems: the next power of two (``1`` for ``0``/``1``).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ._buckets import device_array
+from ._buckets import device_array, unpad
 from ._level_kernels import _broadcast, _pad
 from ._validate import check_nonneg, check_real, is_concrete
 from .sequence_laws import RewardLaw
@@ -68,10 +68,7 @@ def _apply(kernel, law: RewardLaw, *params, rows=()) -> RewardLaw:
         padded = [_pad(device_array(law.levels, dt), device_array(x, dt))[1] for x in rows]
         padded = [device_array(np.where(np.isfinite(np.asarray(x)), np.asarray(x), 0.0)) for x in padded]
         arrays, scalars = _broadcast((levels, log_prob, *padded), [device_array(x, dt) for x in params])
-        out = kernel(*arrays, *scalars)
-        if out.shape[-1] != length:
-            out = device_array(np.asarray(out)[..., :length])
-        return _like(law, out)
+        return _like(law, unpad(kernel(*arrays, *scalars), length))
     levels, log_prob = _pad(jnp.asarray(law.levels, dt), jnp.asarray(law.log_prob))
     padded = [_pad(levels[..., :length], jnp.asarray(x, dt))[1] for x in rows]  # zeros would do; -inf is harmless
     padded = [jnp.where(jnp.isfinite(x), x, 0.0) for x in padded]

@@ -46,7 +46,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
-from ._buckets import device_array
+from ._buckets import device_array, unpad
 from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _like
 from ._level_kernels import (
@@ -57,7 +57,7 @@ from ._level_kernels import (
     _pad,
     _tails,
 )
-from ._validate import check_nonneg, check_real, is_concrete
+from ._validate import check_nonneg, check_real
 from .level_measures import _calibrated, _win, calibrated_reward
 from .sequence_laws import RewardLaw, _bucket
 
@@ -608,6 +608,4 @@ def infalign_optimum(
         log_q, beta, win = _vec_worst(*rows, *scalars)
     else:
         log_q, beta, win = _best_nd(*rows, *scalars)
-    if log_q.shape[-1] != length:  # sliced on the host when concrete (an eager slice compiles once per shape)
-        log_q = device_array(np.asarray(log_q)[..., :length]) if is_concrete(log_q) else log_q[..., :length]
-    return InfAlignOptimum(_like(ref, log_q), beta, win)
+    return InfAlignOptimum(_like(ref, unpad(log_q, length)), beta, win)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import jax.typing
-import numpy as np
 
-from ._buckets import device_array
+from ._buckets import device_array, unpad
 from ._jit import jit
 from ._level_base import _check_law, _check_log_n, _check_same_levels
 from ._level_kernels import _bon_log_law, _bon_log_law_worst, _broadcast, _level_kl, _pad, _tails, _win_from_tails
-from ._validate import is_concrete
 from .sequence_laws import RewardLaw
 
 __all__ = ["calibrated_reward", "win_rate", "inference_win_rate", "law_kl", "law_mean"]
@@ -69,10 +67,7 @@ def calibrated_reward(law: RewardLaw) -> jax.Array:
     length = law.levels.shape[-1]
     dt = law.log_prob.dtype
     rows, _ = _broadcast(_pad(device_array(law.levels, dt), device_array(law.log_prob)))
-    out = _vec_calibrated(*rows)
-    if out.shape[-1] == length:
-        return out
-    return device_array(np.asarray(out)[..., :length]) if is_concrete(out) else out[..., :length]
+    return unpad(_vec_calibrated(*rows), length)
 
 
 def win_rate(law_a: RewardLaw, law_b: RewardLaw) -> jax.Array:
