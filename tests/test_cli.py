@@ -1,9 +1,11 @@
 """The `asymalign` command line: list, help, version, errors, experiment discovery, compile cache."""
 
 import argparse
+import multiprocessing.connection
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -360,10 +362,13 @@ def test_workers_started_for_a_run_that_fails_are_stopped(capsys):
 
     pool = _asymalign_cli._start_pool(1)
     (proc,) = pool._processes.values()
+    manager = pool._executor_manager_thread  # CPython's pool: this thread reaps the workers
     assert cli.main(["reproduce", "--only", "nope"], pool=pool) == 2
     assert "unknown experiment 'nope'" in _one_error_line(capsys)
-    proc.join(timeout=30)  # terminated while it was still importing: no wait for its start
-    assert proc.exitcode is not None
+    # Not proc.join(): two threads waiting for one child race, and the loser reads no exit code.
+    assert multiprocessing.connection.wait([proc.sentinel], timeout=30)  # the worker is gone
+    manager.join(timeout=30)
+    assert proc.exitcode == -signal.SIGTERM  # terminated while still importing, not left to finish its start
 
 
 def test_errors_of_worker_processes_keep_their_status():
