@@ -43,7 +43,13 @@ time outweighs compilation (the fusion emitters alone ran large calls up to 2x
 faster), so large calls keep XLA's defaults. Monte-Carlo work is cheaper per
 element: ``simulate_bon`` drawing 5e5 tokens gave its first result in 0.53 s instead
 of 1.45 s, and then ran 9 ms instead of 4 ms a call; at 2.6e7 tokens, 257 ms instead
-of 42 ms a call (2 CPU cores), hence a separate threshold, :data:`SMALL_WORK`. The
+of 42 ms a call (2 CPU cores), hence a separate threshold, :data:`SMALL_WORK`. Kernels
+with much work per element of their inputs and outputs (exact best-of-N on a law's
+levels, a lattice law's FFT windows) declare a lower bound, :data:`SMALL_ELEMENTS_HEAVY`
+(``jit(small_elements=)``): for best-of-N on 1e5 tokens (window laws of 4096 and 16 384
+levels) their unoptimised code took 3.4 ms instead of 1.9 ms, 13 ms instead of 5 ms and
+32 ms instead of 14 ms a call, which lost the ratio of 2 against NumPy that the benchmarks
+target, while the quick experiments compile one more kernel with XLA's defaults. The
 choice is made once per call signature (shapes, dtypes, static values); results
 agree to rounding (a test compares the package's kernels both ways to 1e-12; soft
 best-of-N's lattice is exact in binary so that its sums at ``log N = 1e6`` do not
@@ -75,6 +81,9 @@ FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optim
 SMALL_ELEMENTS = 1 << 16
 #: ...and its declared work (a Monte-Carlo kernel: the tokens it draws) is below this.
 SMALL_WORK = 1 << 22
+#: The bound of :data:`SMALL_ELEMENTS` for kernels with much work per element (``jit(small_elements=)``):
+#: exact best-of-N on a law's levels, FFT windows of a lattice law.
+SMALL_ELEMENTS_HEAVY = 1 << 12
 
 _state = {"dir": None, "fingerprint": None, "environment": None}
 # In ``_loaded``: a call signature left to jax.jit (a large problem without the
@@ -251,9 +260,10 @@ def _elements(shapes) -> int:
 class _CachedJit:
     """A ``jax.jit`` function whose executables persist in the executable cache."""
 
-    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
+    def __init__(self, fun, static_argnums=(), static_argnames=(), work=None, small_elements=None, **jit_kwargs):
         functools.update_wrapper(self, fun)
         self._work = work
+        self._small_elements = small_elements
         # Two kernels of one function (other static arguments, another vectorize
         # signature) get distinct names: the n-th made in this process is name#n.
         name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
@@ -382,7 +392,8 @@ class _CachedJit:
         outs = jax.tree_util.tree_leaves(lowered.out_info)
         size = max(_elements(a[0] for a in avals), _elements(getattr(o, "shape", ()) for o in outs))
         work = int(self._work(dict(static))) if self._work is not None else 0
-        return options if size < SMALL_ELEMENTS and work < SMALL_WORK else {}
+        small = SMALL_ELEMENTS if self._small_elements is None else self._small_elements
+        return options if size < small and work < SMALL_WORK else {}
 
     def _load_or_compile(self, mem_key, pos, kw):
         """This signature's executable: from the executable cache (when on), else compiled;
@@ -425,7 +436,7 @@ class _CachedJit:
         return compiled
 
 
-def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_kwargs):
+def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, small_elements=None, **jit_kwargs):
     """``jax.jit`` whose executables persist in the executable cache (see the module docstring).
 
     Same arguments as ``jax.jit``; usable as ``@jit``, ``@jit(static_argnames=...)``
@@ -434,9 +445,13 @@ def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, **jit_
     the static arguments (a dict by name) to the number of elements the kernel
     processes when that exceeds its inputs and outputs (a Monte-Carlo kernel
     with small inputs and outputs): a call compiles for compile speed only
-    when this is below :data:`SMALL_WORK`.
+    when this is below :data:`SMALL_WORK`. ``small_elements``, if given, replaces
+    :data:`SMALL_ELEMENTS` for this kernel: a lower bound for kernels that do much
+    work per element of their inputs and outputs, whose unoptimised code is slow
+    sooner (see the module docstring).
     """
     kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work)
+    kwargs["small_elements"] = small_elements
     if fun is None:
         return functools.partial(jit, **kwargs, **jit_kwargs)
     return _CachedJit(fun, **kwargs, **jit_kwargs)

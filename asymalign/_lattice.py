@@ -36,7 +36,7 @@ from jax.scipy.special import logsumexp
 
 from . import _numerics as nx
 from ._buckets import device_array
-from ._jit import jit
+from ._jit import SMALL_ELEMENTS_HEAVY, jit
 
 # Relative tolerance for lattice detection.
 _LATTICE_RTOL = 1e-9
@@ -374,7 +374,7 @@ def _lattice_log_w(lattice, weights):
 
 # n traced; the FFT size, output length (a power of two of n·span + 1) and
 # power bit count are static: one compilation per bucket, not per n (issue 11).
-_lattice_bucketed = jit(_lattice_from_thetas, static_argnums=(3, 4, 5))
+_lattice_bucketed = jit(_lattice_from_thetas, static_argnums=(3, 4, 5), small_elements=SMALL_ELEMENTS_HEAVY)
 _lattice_dp_bucketed = jit(_lattice_log_law_dp, static_argnums=(2,))
 
 

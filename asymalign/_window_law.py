@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import _numerics as nx
-from ._jit import jit
+from ._jit import SMALL_ELEMENTS_HEAVY, jit
 from ._lattice import _host_bisect, _power_bits
 from .sequence_laws import (
     _MAX_LATTICE_LEVELS,
@@ -76,7 +76,7 @@ def _binomial_window(w1: float, n: int, lo: int, hi: int) -> np.ndarray:
 
 # n and the first level traced; FFT size, window length and power bit count
 # static (all bucketed): one compilation per bucket of n, not per n (issue 11).
-_window_bucketed = jit(_best_windows, static_argnums=(3, 5, 6))
+_window_bucketed = jit(_best_windows, static_argnums=(3, 5, 6), small_elements=SMALL_ELEMENTS_HEAVY)
 
 
 def _window_jit(log_w, n: int, thetas, fft_size: int, base: int, size: int):

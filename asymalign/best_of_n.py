@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _numerics as nx
 from ._buckets import device_array
-from ._jit import jit
+from ._jit import SMALL_ELEMENTS_HEAVY, jit
 from ._level_kernels import _bon_from_tails, _broadcast, _level_kl, _pad, _pad_host, _tails, _tilted, _win_from_tails
 from ._validate import check_model, check_nonneg, check_positive_int, check_real, is_concrete
 from ._window_law import _window_law
@@ -106,7 +106,7 @@ class BoNvsKLRL(NamedTuple):
     win_rate: jax.Array
 
 
-@jit
+@functools.partial(jit, small_elements=SMALL_ELEMENTS_HEAVY)
 @functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
 def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
     """Jitted core of :func:`bon_vs_klrl_on_law`; ``n`` is a traced number, so one

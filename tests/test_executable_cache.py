@@ -178,6 +178,41 @@ def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_
         _jit.set_executable_cache_dir(None)
 
 
+@functools.partial(_jit.jit, small_elements=_jit.SMALL_ELEMENTS_HEAVY)
+def _heavy(x):
+    return jnp.exp(x) * 2.0
+
+
+def test_a_kernel_with_much_work_per_element_has_a_lower_bound(compile_options, monkeypatch):
+    """``jit(small_elements=)`` moves the bound for one kernel; exact best-of-N on 1e5 tokens
+    (a window law of 4096 and 16 384 levels) runs optimised code: with the fast options its
+    kernels took 2-2.6x longer a call (``benchmarks/RESULTS.md``, issue 6's targets)."""
+    if not _jit._fast_compile_options():
+        pytest.skip("the fast-compile options are for XLA:CPU")
+    import asymalign as aa
+
+    _jit.clear_memory()
+    fast = _jit.FAST_COMPILE_OPTIONS
+    for size in (_jit.SMALL_ELEMENTS_HEAVY - 1, _jit.SMALL_ELEMENTS_HEAVY):
+        x = jnp.linspace(0.0, 1.0, size)
+        np.testing.assert_allclose(_heavy(x), 2 * np.exp(np.asarray(x)), rtol=1e-15)
+    assert compile_options == [fast]  # the call at the bound is jax.jit's own, with XLA's defaults
+
+    chosen = []  # (kernel, options) of every new signature
+    options = _jit._CachedJit._options
+
+    def spy(self, mem_key, lowered):
+        chosen.append((self._name.rsplit(".", 1)[-1], options(self, mem_key, lowered)))
+        return chosen[-1][1]
+
+    monkeypatch.setattr(_jit._CachedJit, "_options", spy)
+    aa.bon_vs_klrl([0.7, 0.3], [0.0, 1.0], 100_000, 0.2)  # the kernel on a window law of 4096 levels
+    aa.bon_vs_klrl([0.1, 0.2, 0.05, 0.15, 0.1, 0.1, 0.2, 0.1], np.arange(8.0), 100_000, 0.2)  # 16 384
+    heavy = [o for name, o in chosen if name in ("_bon_vs_klrl_kernel", "_best_windows")]
+    assert len(heavy) == 3 and all(o == {} for o in heavy), chosen
+    assert any(o == fast for name, o in chosen if name == "_klrl_part")  # small kernels keep the fast options
+
+
 def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monkeypatch, compile_options):
     """The package's kernels (level laws, soft best-of-N, InfAlign's solver, the λ solve),
     compiled with the fast-compile options and with XLA's defaults."""
