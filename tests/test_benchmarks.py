@@ -58,6 +58,28 @@ def test_json_and_markdown(runner, tiny_results, tmp_path):
     assert "| `solve_lambda_grid` |" in md and "GPU ratio" in md
 
 
+def test_ahead_and_not_ahead_use_the_strongest_numpy_version(runner):
+    """The report sorts cases by the ratio against the strongest NumPy version (the vectorised
+    Newton for the grids, not the per-instance SciPy loop), and first calls by the warm time."""
+    rec = dict(baseline_s=1.0, asymalign_s=0.01, ratio=100.0)
+    results = {
+        "_machine": {},
+        "solve_lambda_grid": dict(rec, ratio_vs_newton=0.8),  # 100x SciPy, slower than NumPy Newton
+        "bon_exact/bernoulli/n=10": dict(rec, ratio=0.5),
+        "bon_monte_carlo": dict(rec, ratio=19.0),
+        "sweep": dict(rec, ratio=0.6),  # 4 devices against 1: not a NumPy comparison
+        "cold_start/solve_lambda": dict(cold_s=2.0, warm_s=1.5, baseline_s=0.5, ratio=0.25),
+        "cold_start/simulate_bon": dict(cold_s=3.0, warm_s=1.9, baseline_s=2.2, ratio=0.7),
+    }
+    lines = runner._ahead_and_not(results)
+    ahead = next(ln for ln in lines if ln.startswith("- Ahead:"))
+    behind = next(ln for ln in lines if ln.startswith("- Not ahead:"))
+    assert "`solve_lambda_grid` 0.8x against vectorised NumPy Newton" in behind and "(100x against" in behind
+    assert "`bon_exact/bernoulli/n=10` 0.5x" in behind and "`bon_monte_carlo` 19x" in ahead
+    assert "`simulate_bon` first call" in ahead and "`solve_lambda` first call" in behind
+    assert "sweep" not in ahead + behind
+
+
 def test_disagreement_fails_loudly(runner):
     import cases
     import numpy as np
