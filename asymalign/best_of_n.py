@@ -107,11 +107,27 @@ class BoNvsKLRL(NamedTuple):
 
 
 @functools.partial(jit, small_elements=SMALL_ELEMENTS_HEAVY)
-@functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
 def _bon_vs_klrl_kernel(levels, log_prob, n, delta, lam, rl_reward, lumped):
     """Jitted core of :func:`bon_vs_klrl_on_law`; ``n`` is a traced number, so one
     compilation serves every ``n`` whose law falls in the same length bucket.
-    ``lumped``: the first entry is a window law's lump (see :func:`_tilted`)."""
+    ``lumped``: the first entry is a window law's lump (see :func:`_tilted`).
+
+    The law's rows and the scalars may have batch shapes of different rank: each gets
+    leading unit axes (free under jit), so that the vectorisation broadcasts them without
+    rank promotion and a law shared by a batch of Δ is neither copied nor its tails
+    computed again for each Δ (a full law of 7e5 levels and 32 Δ: 0.7 s instead of 2.2 s)."""
+    scalars = (n, delta, lam, rl_reward, lumped)
+    rank = max(levels.ndim - 1, log_prob.ndim - 1, *(x.ndim for x in scalars))
+
+    def lead(x, core):
+        return x.reshape((1,) * (rank + core - x.ndim) + x.shape)
+
+    return _bon_vs_klrl_one(lead(levels, 1), lead(log_prob, 1), *(lead(x, 0) for x in scalars))
+
+
+@functools.partial(jnp.vectorize, signature="(l),(l),(),(),(),(),()->(),(),(),(),(),()")
+def _bon_vs_klrl_one(levels, log_prob, n, delta, lam, rl_reward, lumped):
+    """:func:`_bon_vs_klrl_kernel` of one law at one Δ."""
     log_n = n * delta
     t = _tails(levels, log_prob)
     log_b = _bon_from_tails(t, log_prob, log_n)
@@ -175,7 +191,9 @@ def bon_vs_klrl_on_law(
     else:
         levels, log_prob = _pad(law.levels, law.log_prob)
     args = (device_array(delta, dt), device_array(lam, dt), device_array(rl_reward, dt))
-    (levels, log_prob), (n, *args, lumped) = _broadcast((levels, log_prob), (n, *args, device_array(lumped)))
+    # The law keeps its own batch shape (see _bon_vs_klrl_kernel): not copied for each Δ.
+    (levels, log_prob), _ = _broadcast((levels, log_prob))
+    _, (n, *args, lumped) = _broadcast((), (n, *args, device_array(lumped)))
     return BoNvsKLRL(*_bon_vs_klrl_kernel(levels, log_prob, n, *args, lumped))
 
 
