@@ -450,8 +450,8 @@ def jit(fun=None, /, *, static_argnums=(), static_argnames=(), work=None, small_
     work per element of their inputs and outputs, whose unoptimised code is slow
     sooner (see the module docstring).
     """
-    kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames, work=work)
-    kwargs["small_elements"] = small_elements
+    kwargs = dict(static_argnums=static_argnums, static_argnames=static_argnames)
+    kwargs.update(work=work, small_elements=small_elements)
     if fun is None:
         return functools.partial(jit, **kwargs, **jit_kwargs)
     return _CachedJit(fun, **kwargs, **jit_kwargs)
