@@ -27,6 +27,7 @@ Private: the public constructors are in :mod:`asymalign.sequence_laws`
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -336,10 +337,20 @@ def _host_fisher_length_grid(log_w, n: int, grid: int = 4096):
 
 def _host_thetas(log_w, n: int) -> np.ndarray:
     """The full law's tilts (as :func:`_lattice_thetas`), their number
-    ``√n u_max / 3 + 2`` found from the Fisher length (:func:`_host_fisher_length_grid`)."""
-    th, u = _host_fisher_length_grid(log_w, n)
+    ``√n u_max / 3 + 2`` found from the Fisher length (:func:`_host_fisher_length_grid`).
+
+    Kept for the last 64 ``(log w, n)`` (read-only): the grid's bisections take about 5 ms
+    of Python, which calls for one model and ``n`` at many Δ (a sweep, a figure) need once."""
+    return _host_thetas_of(np.asarray(log_w, np.float64).tobytes(), int(n))
+
+
+@functools.lru_cache(maxsize=64)
+def _host_thetas_of(log_w_bytes: bytes, n: int) -> np.ndarray:
+    th, u = _host_fisher_length_grid(np.frombuffer(log_w_bytes, np.float64), n)
     num_tilts = int(math.ceil(math.sqrt(n) * float(u[-1]) / _CENTRE_SPACING)) + 2
-    return np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
+    thetas = np.interp(np.linspace(0.0, u[-1], num_tilts), u, th)
+    thetas.flags.writeable = False
+    return thetas
 
 
 def _pad_tilts(thetas: np.ndarray) -> jax.Array:

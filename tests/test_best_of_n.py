@@ -902,3 +902,20 @@ def test_a_batch_of_deltas_shares_one_copy_of_the_law(monkeypatch):
         one = aa.bon_vs_klrl(p, r, 40, d, law=law)
         for a, b in zip(one, batch, strict=True):
             np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-13, atol=1e-15)
+
+
+def test_the_tilt_grid_is_kept_per_model_and_n():
+    """The Fisher-length tilt grid (host bisections, ~5 ms) is computed once per (log w, n):
+    the kept grid equals a fresh computation, cannot be written to, and another n or
+    another law gets its own."""
+    from asymalign import _lattice
+
+    log_w = np.log(np.array([0.2, 0.5, 0.3]))
+    first = _lattice._host_thetas(log_w, 500)
+    assert _lattice._host_thetas(log_w.copy(), 500) is first
+    np.testing.assert_array_equal(first, _lattice._host_thetas_of.__wrapped__(log_w.tobytes(), 500))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = 0.0
+    assert _lattice._host_thetas(log_w, 501) is not first
+    other = np.log(np.array([0.2, 0.3, 0.5]))
+    assert not np.array_equal(_lattice._host_thetas(other, 500), first)
