@@ -176,17 +176,21 @@ def _fast_compile_options() -> dict:
     return _state["fast_options"]
 
 
-def _compile(lowered, options: dict):
-    """``lowered.compile`` with ``options``; without them if this XLA does not know them."""
+def _compile(lowered, options: dict, fresh: bool = False):
+    """``lowered.compile`` with ``options``; without them if this XLA does not know them.
+
+    ``fresh``: never the executable that JAX keeps on the lowering (``Lowered.compile()``
+    without options returns the one its dispatch compiled, or read from its cache, for
+    the same lowering); any ``compiler_options``, ``{}`` included, compiles anew."""
     if not options:
-        return lowered.compile()
+        return lowered.compile(compiler_options={}) if fresh else lowered.compile()
     try:
         return lowered.compile(compiler_options=options)
     except Exception as e:  # an XLA without the option (tested with a stand-in)
         if "compile option" not in str(e):
             raise
         _state["fast_options"] = {}
-        return lowered.compile()
+        return lowered.compile(compiler_options={}) if fresh else lowered.compile()
 
 
 def _prepare_lapack() -> None:
@@ -226,7 +230,7 @@ def _compile_fresh(lowered, options: dict):
     except (ImportError, AttributeError):  # pragma: no cover - other JAX versions: no executable cache
         return None
     try:
-        return _compile(lowered, options)
+        return _compile(lowered, options, fresh=True)
     finally:
         with lock:
             cc._cache_checked, cc._cache_used = saved

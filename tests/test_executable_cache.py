@@ -402,6 +402,8 @@ _SAME_PROCESS = textwrap.dedent(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     import asymalign as aa
     from asymalign import _jit
+    if sys.argv[3] == "xla defaults":  # as for a large call, or off CPU: no compiler options at all
+        _jit._state["fast_options"] = {}
     law = aa.reward_law([0.6, 0.3, 0.1], [0.0, 1.0, 2.0], 4)
     run = lambda: np.asarray(aa.best_of_n(law, 2.0).log_prob).tolist()
     want = run()  # compiled, written to JAX's cache
@@ -417,11 +419,14 @@ _SAME_PROCESS = textwrap.dedent(
 )
 
 
-def test_an_executable_jax_read_from_its_cache_in_this_process_is_compiled_afresh(tmp_path):
+@pytest.mark.parametrize("options", ["fast options", "xla defaults"])
+def test_an_executable_jax_read_from_its_cache_in_this_process_is_compiled_afresh(tmp_path, options):
+    """With XLA's defaults too: ``Lowered.compile()`` without options returned the executable
+    JAX had read from its cache for that lowering (fixed: ``_compile(fresh=True)``)."""
     import json
 
     res = subprocess.run(
-        [sys.executable, "-c", _SAME_PROCESS, str(tmp_path / "jax"), str(tmp_path / "exe")],
+        [sys.executable, "-c", _SAME_PROCESS, str(tmp_path / "jax"), str(tmp_path / "exe"), options],
         capture_output=True,
         text=True,
         timeout=300,
