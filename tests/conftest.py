@@ -22,6 +22,22 @@ import os
 # on what other runs left there. Tests that exercise the cache pass their own temporary directories.
 # Set ASYMALIGN_COMPILE_CACHE=DIR to opt in deliberately.
 os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
+# XLA compiles for compile speed in this suite: the options the package itself uses for small problems
+# on CPU (asymalign._jit.FAST_COMPILE_OPTIONS: XLA's classic loop emitters, no LLVM optimisation of the
+# generated code), here for every compilation, set in XLA_FLAGS before JAX starts. The suite checks
+# numbers, not the speed of generated code, and about two thirds of its CPU time is compilation: measured
+# on 2 CPU cores, the whole suite took 681 s of CPU (357 s wall) with XLA's defaults and 566 s (297 s)
+# this way. Results agree to rounding (tests/test_executable_cache.py compares the package's kernels
+# compiled both ways). Tests marked ``xla_defaults`` (the choice of options, that comparison) need XLA's
+# defaults: here they are skipped, and tests/test_xla_defaults.py runs them in a process of their own
+# with the XLA_FLAGS you gave. ASYMALIGN_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults
+# (the marked tests included). A flag you set in XLA_FLAGS yourself is kept.
+FAST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
+XLA_DEFAULTS = os.environ.get("ASYMALIGN_TEST_XLA_DEFAULTS", "0") == "1"
+if not XLA_DEFAULTS:
+    os.environ.setdefault("ASYMALIGN_TEST_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    _flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f for f in FAST_XLA_FLAGS if f.split("=")[0] not in _flags)]).strip()
 # pytest-xdist (`pytest -n 2`): on a GPU, each worker process must not preallocate most of its memory.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -61,9 +77,21 @@ _IGNORED_WARNINGS = [
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "xla_defaults: needs XLA's default compiler options (run by tests/test_xla_defaults.py)"
+    )
     config.addinivalue_line("filterwarnings", "error")
     for spec in _IGNORED_WARNINGS:  # added after "error": later lines win
         config.addinivalue_line("filterwarnings", spec)
+
+
+def pytest_collection_modifyitems(config, items):
+    if XLA_DEFAULTS:
+        return
+    skip = pytest.mark.skip(reason="needs XLA's defaults: run by tests/test_xla_defaults.py in a process of its own")
+    for item in items:
+        if item.get_closest_marker("xla_defaults") is not None:
+            item.add_marker(skip)
 
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

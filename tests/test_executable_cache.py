@@ -148,14 +148,15 @@ def compile_options(monkeypatch):
     seen = []
     compile_ = _jit._compile
 
-    def record(lowered, options):
+    def record(lowered, options, **kw):
         seen.append(dict(options))
-        return compile_(lowered, options)
+        return compile_(lowered, options, **kw)
 
     monkeypatch.setattr(_jit, "_compile", record)
     return seen
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.parametrize("with_cache", [False, True])
 def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_options, tmp_path, with_cache):
     if jax.devices()[0].platform != "cpu":
@@ -183,6 +184,7 @@ def _heavy(x):
     return jnp.exp(x) * 2.0
 
 
+@pytest.mark.xla_defaults
 def test_a_kernel_with_much_work_per_element_has_a_lower_bound(compile_options, monkeypatch):
     """``jit(small_elements=)`` moves the bound for one kernel; exact best-of-N on 1e5 tokens
     (a window law of 4096 and 16 384 levels) runs optimised code: with the fast options its
@@ -213,6 +215,7 @@ def test_a_kernel_with_much_work_per_element_has_a_lower_bound(compile_options, 
     assert any(o == fast for name, o in chosen if name == "_klrl_part")  # small kernels keep the fast options
 
 
+@pytest.mark.xla_defaults
 def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monkeypatch, compile_options):
     """The package's kernels (level laws, soft best-of-N, InfAlign's solver, the λ solve),
     compiled with the fast-compile options and with XLA's defaults."""
@@ -244,6 +247,7 @@ def test_fast_compiled_kernels_agree_with_default_compiled_ones_to_rounding(monk
         np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.xla_defaults
 def test_a_monte_carlo_kernel_is_sized_by_the_tokens_it_draws(monkeypatch):
     """The simulator's inputs and outputs are small whatever it draws: its declared work
     (tokens drawn; with N traced, as many as the bucket's largest N) decides, so a large
@@ -301,6 +305,7 @@ def test_an_xla_without_the_option_compiles_without_it(monkeypatch):
         _jit._compile(_Lowered("RESOURCE_EXHAUSTED: out of memory"), _jit.FAST_COMPILE_OPTIONS)
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.parametrize(
     "flags, left",
     [
@@ -402,7 +407,7 @@ _SAME_PROCESS = textwrap.dedent(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     import asymalign as aa
     from asymalign import _jit
-    if sys.argv[3] == "xla defaults":  # as for a large call, or off CPU: no compiler options at all
+    if sys.argv[3] == "no compiler options":  # as for a large call, or off CPU
         _jit._state["fast_options"] = {}
     law = aa.reward_law([0.6, 0.3, 0.1], [0.0, 1.0, 2.0], 4)
     run = lambda: np.asarray(aa.best_of_n(law, 2.0).log_prob).tolist()
@@ -419,9 +424,9 @@ _SAME_PROCESS = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("options", ["fast options", "xla defaults"])
+@pytest.mark.parametrize("options", ["fast options", "no compiler options"])
 def test_an_executable_jax_read_from_its_cache_in_this_process_is_compiled_afresh(tmp_path, options):
-    """With XLA's defaults too: ``Lowered.compile()`` without options returned the executable
+    """Without compiler options too: ``Lowered.compile()`` without options returned the executable
     JAX had read from its cache for that lowering (fixed: ``_compile(fresh=True)``)."""
     import json
 

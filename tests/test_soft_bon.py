@@ -93,7 +93,7 @@ def test_lattice_step_is_dyadic_so_every_node_is_an_exact_double():
     assert (sb._W - 1) * sb._H >= sb._A + sb._TOP  # a window spans [-A, TOP] around its feature
 
 
-@pytest.mark.parametrize("compile_options", ["fast", "xla defaults"])
+@pytest.mark.parametrize("compile_options", ["fast", pytest.param("xla defaults", marks=pytest.mark.xla_defaults)])
 def test_huge_log_n_keeps_the_mass_under_every_compile_option(monkeypatch, compile_options):
     """With h = 0.2 the unoptimised code (the fast-compile options) put the mass of a one-level law
     at log N = 1e6 at 1 - 5.6e-11 and the optimised code at 1; with the dyadic step both are exact.
