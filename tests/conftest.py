@@ -95,7 +95,35 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", spec)
 
 
+# CPU seconds of the costliest modules (each run alone, 2 CPU cores, 2026-12-04), a scheduling hint only:
+# with ``pytest -n 2 --dist loadfile`` each worker takes the next module from the front of the queue, so
+# the costliest go first and the cheap ones fill in at the end (xdist's own order, by number of tests,
+# left the 70 s experiment run and the 25 s run of tests/test_xla_defaults.py for the end). Modules not
+# listed count as 10 s.
+_MODULE_COST_S = {
+    "test_best_of_n.py": 72,
+    "test_experiments.py": 61,
+    "test_cli.py": 48,
+    "test_sweep.py": 43,
+    "test_docs.py": 34,
+    "test_soft_bon.py": 32,
+    "test_simulation.py": 30,
+    "test_executable_cache.py": 26,
+    "test_xla_defaults.py": 25,
+    "test_large_deviations.py": 23,
+    "test_tilting.py": 22,
+    "test_levels.py": 21,
+    "test_markov.py": 21,
+    "test_benchmarks.py": 21,
+    "test_compilation.py": 20,
+    "test_docs_site.py": 16,
+    "test_infalign.py": 15,
+    "test_sequence_laws.py": 14,
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -_MODULE_COST_S.get(item.path.name, 10))  # stable: modules stay whole
     if XLA_DEFAULTS:
         return
     skip = pytest.mark.skip(reason="needs XLA's defaults: run by tests/test_xla_defaults.py in a process of its own")
