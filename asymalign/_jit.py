@@ -84,10 +84,6 @@ SMALL_WORK = 1 << 22
 #: The bound of :data:`SMALL_ELEMENTS` for kernels with much work per element (``jit(small_elements=)``):
 #: exact best-of-N on a law's levels, FFT windows of a lattice law.
 SMALL_ELEMENTS_HEAVY = 1 << 12
-#: Compiler options for a call that is not small: none, i.e. XLA's defaults or what ``XLA_FLAGS`` sets.
-#: The test-suite sets XLA's default values here explicitly, so that its kernels' large calls compile
-#: as a user's do while ``XLA_FLAGS`` compiles everything else for compile speed (tests/conftest.py).
-LARGE_COMPILE_OPTIONS: dict = {}
 
 _state = {"dir": None, "fingerprint": None, "environment": None}
 # In ``_loaded``: a call signature left to jax.jit (a large problem without the
@@ -386,24 +382,22 @@ class _CachedJit:
 
     def _path(self, mem_key) -> str | None:
         static, treedef, avals, config = mem_key
-        flags = os.environ.get("XLA_FLAGS", "")
-        text = repr((self._name, static, str(treedef), avals, config, _environment(), flags, LARGE_COMPILE_OPTIONS))
+        text = repr((self._name, static, str(treedef), avals, config, _environment(), os.environ.get("XLA_FLAGS", "")))
         if " at 0x" in text:  # a static value without a stable repr: do not cache it
             return None
         return os.path.join(_state["dir"], hashlib.sha256(text.encode()).hexdigest() + ".exe")
 
     def _options(self, mem_key, lowered) -> dict:
-        """:func:`_fast_compile_options` for a small call (see the module docstring), else
-        :data:`LARGE_COMPILE_OPTIONS`."""
-        options, large = _fast_compile_options(), LARGE_COMPILE_OPTIONS
-        if not options and not large:
-            return {}
+        """:func:`_fast_compile_options` for a small call (see the module docstring), else ``{}``."""
+        options = _fast_compile_options()
+        if not options:
+            return options
         static, _, avals, _ = mem_key
         outs = jax.tree_util.tree_leaves(lowered.out_info)
         size = max(_elements(a[0] for a in avals), _elements(getattr(o, "shape", ()) for o in outs))
         work = int(self._work(dict(static))) if self._work is not None else 0
         small = SMALL_ELEMENTS if self._small_elements is None else self._small_elements
-        return options if size < small and work < SMALL_WORK else dict(large)
+        return options if size < small and work < SMALL_WORK else {}
 
     def _load_or_compile(self, mem_key, pos, kw):
         """This signature's executable: from the executable cache (when on), else compiled;

@@ -24,11 +24,10 @@ import os
 os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
 # XLA compiles for compile speed in this suite: the options the package itself uses for small problems
 # on CPU (asymalign._jit.FAST_COMPILE_OPTIONS: XLA's classic loop emitters, no LLVM optimisation of the
-# generated code) are put in XLA_FLAGS before JAX starts, so that they apply to what the package cannot
+# generated code) are put in XLA_FLAGS before JAX starts, so that they apply also to what the package cannot
 # choose options for: the tests' own jit, grad and vmap of its functions, and eager operations. About two
-# thirds of the suite's CPU time was XLA compiling such programs, which then run for microseconds. The
-# package's kernels keep their own choice (below: a large call compiles with XLA's default values, as for
-# a user). The suite checks numbers, not the speed of generated code; results agree to rounding
+# thirds of the suite's CPU time went to compiling (tracing, lowering, XLA) programs that then run for
+# microseconds. The suite checks numbers, not the speed of generated code; results agree to rounding
 # (tests/test_executable_cache.py compares the package's kernels compiled both ways). Tests marked
 # ``xla_defaults`` (which options a call gets, and that comparison) need XLA's defaults: here they are
 # skipped, and tests/test_xla_defaults.py runs them in a process of their own with the XLA_FLAGS you gave.
@@ -62,15 +61,6 @@ if os.environ.get("ASYMALIGN_TEST_SESSION_CACHE", "1") != "0" and not jax.config
         atexit.register(shutil.rmtree, os.environ["ASYMALIGN_TEST_SESSION_CACHE_DIR"], ignore_errors=True)
     jax.config.update("jax_compilation_cache_dir", os.environ["ASYMALIGN_TEST_SESSION_CACHE_DIR"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-if not XLA_DEFAULTS and jax.devices()[0].platform == "cpu":
-    # The package's kernels keep their own choice: a large call compiles with XLA's default values
-    # (XLA_FLAGS=--help lists them), as without the flags above; small calls and everything else fast.
-    from asymalign import _jit  # noqa: E402
-
-    _defaults = {"xla_cpu_use_fusion_emitters": True, "xla_backend_optimization_level": 3}
-    _user = os.environ["ASYMALIGN_TEST_USER_XLA_FLAGS"]
-    _jit.LARGE_COMPILE_OPTIONS = {k: v for k, v in _defaults.items() if k not in _user}
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -179,20 +179,6 @@ def test_small_calls_compile_for_compile_speed_large_ones_for_run_speed(compile_
         _jit.set_executable_cache_dir(None)
 
 
-def test_large_calls_take_the_large_compile_options(compile_options, monkeypatch):
-    """``LARGE_COMPILE_OPTIONS`` (``{}`` for users; the test-suite sets XLA's default values there)
-    reach a large call, and only large calls."""
-    large = {"xla_backend_optimization_level": 2}
-    monkeypatch.setattr(_jit, "LARGE_COMPILE_OPTIONS", large)
-    _jit.clear_memory()
-    big = jnp.linspace(0.0, 1.0, _jit.SMALL_ELEMENTS)
-    np.testing.assert_allclose(_scaled(big, m=5), 5 * np.exp(np.asarray(big)), rtol=1e-15)
-    assert compile_options == [large]
-    _scaled(jnp.arange(3.0), m=5)  # small: the fast options, or left to jax.jit where there are none
-    assert large not in compile_options[1:]
-    _jit.clear_memory()
-
-
 @functools.partial(_jit.jit, small_elements=_jit.SMALL_ELEMENTS_HEAVY)
 def _heavy(x):
     return jnp.exp(x) * 2.0
