@@ -32,7 +32,9 @@ os.environ.setdefault("ASYMALIGN_COMPILE_CACHE", "off")
 # ``xla_defaults`` (which options a call gets, and that comparison) need XLA's defaults: here they are
 # skipped, and tests/test_xla_defaults.py runs them in a process of their own with the XLA_FLAGS you gave.
 # ASYMALIGN_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults. A flag you set yourself is kept.
-FAST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
+from asymalign._jit import FAST_COMPILE_OPTIONS  # noqa: E402  (imports JAX; its backend starts later)
+
+FAST_XLA_FLAGS = tuple(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE_OPTIONS.items())
 XLA_DEFAULTS = os.environ.get("ASYMALIGN_TEST_XLA_DEFAULTS", "0") == "1"
 if not XLA_DEFAULTS:
     os.environ.setdefault("ASYMALIGN_TEST_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
@@ -91,24 +93,24 @@ def pytest_configure(config):
 # left the 70 s experiment run and the 25 s run of tests/test_xla_defaults.py for the end). Modules not
 # listed count as 10 s.
 _MODULE_COST_S = {
-    "test_best_of_n.py": 72,
-    "test_experiments.py": 61,
+    "test_experiments.py": 60,
+    "test_best_of_n.py": 50,
     "test_cli.py": 48,
-    "test_sweep.py": 43,
-    "test_docs.py": 34,
+    "test_sweep.py": 37,
+    "test_docs.py": 36,
     "test_soft_bon.py": 32,
-    "test_simulation.py": 30,
+    "test_simulation.py": 28,
     "test_executable_cache.py": 26,
     "test_xla_defaults.py": 25,
     "test_large_deviations.py": 23,
-    "test_tilting.py": 22,
+    "test_benchmarks.py": 22,
+    "test_markov.py": 22,
+    "test_compilation.py": 21,
+    "test_tilting.py": 21,
     "test_levels.py": 21,
-    "test_markov.py": 21,
-    "test_benchmarks.py": 21,
-    "test_compilation.py": 20,
-    "test_docs_site.py": 16,
-    "test_infalign.py": 15,
-    "test_sequence_laws.py": 14,
+    "test_infalign.py": 17,
+    "test_docs_site.py": 15,
+    "test_sequence_laws.py": 12,
 }
 
 
